@@ -1,0 +1,50 @@
+# autoroute — every set-up step lives here, so a fresh machine needs only Python 3.11+.
+#   make run    install into .venv/ and start the proxy on 127.0.0.1:8080 (embedded defaults)
+#   make test   install into .venv/ and run the tests (starts Redis on :6379 if it is not up)
+#   make bench  the performance benchmark (bench/README.md)
+
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; \
+	done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: install run test tools redis bench bench-smoke clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "autoroute needs Python 3.11 or newer on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/autoroute serve --host $(HOST) --port $(PORT)
+
+# Test-only system tools, best effort: promtool (Debian package `prometheus`) checks the shipped
+# Prometheus config, rules and a real scrape. Installed when this machine can (root + apt).
+tools:
+	@scripts/install-tools.sh
+
+# The limiter's concurrency tests need a real Redis; start one if none answers on :6379.
+redis:
+	@scripts/ensure-redis.sh
+
+test: install tools redis
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install redis
+	$(BIN)/python -m bench
+
+bench-smoke: install redis
+	$(BIN)/python -m bench --smoke
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

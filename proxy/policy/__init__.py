@@ -1,0 +1,111 @@
+"""The policy: every YAML file in the policy directory, validated into one frozen object.
+
+| file                 | section        | schema                  |
+|----------------------|----------------|-------------------------|
+| models.yaml          | registry       | registry.RegistryFile   |
+| routing.yaml         | routing        | routing.RoutingPolicy   |
+| dispatch.yaml        | dispatch       | dispatch.DispatchPolicy |
+| limits.yaml          | limits         | limits.LimitsPolicy     |
+| observability.yaml   | observability  | observability.ObservabilityPolicy |
+
+models.yaml is required; the others fall back to their defaults. An unknown file is an
+error (a typo must not silently drop a policy). The policy hash is the SHA-256 of the
+files' bytes, so a decision can name exactly which policy made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from proxy.errors import PolicyError
+from proxy.policy.dispatch import DispatchPolicy
+from proxy.policy.limits import LimitsPolicy
+from proxy.policy.loader import read_yaml, validate
+from proxy.policy.observability import ObservabilityPolicy
+from proxy.policy.registry import Deployment, ModelSpec, RegistryFile
+from proxy.policy.routing import RoutingPolicy
+
+FILES: dict[str, tuple[str, type[BaseModel]]] = {
+    "models.yaml": ("registry", RegistryFile),
+    "routing.yaml": ("routing", RoutingPolicy),
+    "dispatch.yaml": ("dispatch", DispatchPolicy),
+    "limits.yaml": ("limits", LimitsPolicy),
+    "observability.yaml": ("observability", ObservabilityPolicy),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    registry: RegistryFile
+    routing: RoutingPolicy = RoutingPolicy()
+    dispatch: DispatchPolicy = DispatchPolicy()
+    limits: LimitsPolicy = LimitsPolicy()
+    observability: ObservabilityPolicy = ObservabilityPolicy()
+    hash: str = ""
+    source: Path | None = None
+    models: dict[str, ModelSpec] = field(default_factory=dict, repr=False)
+    _aliases: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        models = {m.id: m for m in self.registry.models}
+        aliases: dict[str, str] = {}
+        for m in self.registry.models:  # provider-side ids, then registry ids (which win)
+            aliases.setdefault(m.api_model_id.lower(), m.id)
+        for m in self.registry.models:
+            aliases[m.id.lower()] = m.id
+        object.__setattr__(self, "models", models)
+        object.__setattr__(self, "_aliases", aliases)
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return self.registry.deployments
+
+    def resolve_model(self, name: str) -> ModelSpec | None:
+        """A registry id (`anthropic/claude-sonnet-4`) or provider-side id (`claude-sonnet-4-20250514`)."""
+        model_id = self._aliases.get(name.lower())
+        return self.models[model_id] if model_id else None
+
+    def deployments_for(self, model: ModelSpec) -> list[Deployment]:
+        return [d for d in self.registry.deployments if d.serves(model)]
+
+
+def load_policy(directory: Path | str, environ: Mapping[str, str]) -> Policy:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyError(f"{directory}: policy directory not found (set AUTOROUTE_POLICY_DIR or --policy)")
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    unknown = [p.name for p in files if p.name not in FILES]
+    if unknown:
+        raise PolicyError(f"{directory}: unknown policy file(s) {', '.join(unknown)}; expected {', '.join(FILES)}")
+    if not (directory / "models.yaml").is_file():
+        raise PolicyError(f"{directory}/models.yaml: missing (the model registry is required)")
+    sections: dict[str, BaseModel] = {}
+    digest = hashlib.sha256()
+    for path in files:
+        name, schema = FILES[path.name]
+        data, lines = read_yaml(path, environ)
+        sections[name] = validate(schema, data, path, lines)
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    policy = Policy(**sections, hash=digest.hexdigest()[:16], source=directory)  # type: ignore[arg-type]
+    _check_cross_references(policy, directory)
+    return policy
+
+
+def _check_cross_references(policy: Policy, directory: Path) -> None:
+    problems = []
+    local = policy.routing.local_model
+    if local and policy.resolve_model(local) is None:
+        problems.append(f"{directory}/routing.yaml local_model: unknown model {local!r}")
+    for model_id in policy.dispatch.strategies:
+        if model_id not in policy.models:
+            problems.append(f"{directory}/dispatch.yaml strategies.{model_id}: unknown model")
+    last = policy.dispatch.last_resort
+    if last and policy.resolve_model(last) is None:
+        problems.append(f"{directory}/dispatch.yaml last_resort: unknown model {last!r}")
+    if problems:
+        raise PolicyError("invalid policy:\n  " + "\n  ".join(problems))
