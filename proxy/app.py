@@ -1,0 +1,117 @@
+"""create_app(settings): routes, lifespan, error handlers. No business logic here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy import pipeline
+from proxy.errors import NotFound, ProxyError
+from proxy.policy import Policy
+from proxy.settings import Settings, load_environ
+from proxy.state import AppState, build_state
+
+log = logging.getLogger("autoroute")
+
+
+def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] | None = None, policy: Policy | None = None) -> Starlette:
+    settings = settings or Settings()
+    environ = environ if environ is not None else load_environ(settings.env_file)
+    state = build_state(settings, environ, policy)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.startup()
+        try:
+            yield
+        finally:
+            await state.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/models", list_models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={ProxyError: proxy_error, HTTPException: http_error, Exception: unexpected_error},
+        lifespan=lifespan,
+    )
+    app.state.autoroute = state
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory (`proxy.app:create_app_from_env`), used for several workers."""
+    return create_app()
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.autoroute
+
+
+async def chat_completions(request: Request) -> Response:
+    return await pipeline.handle_chat(_state(request), request)
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    created = int(time.time())
+    data = [{"id": "auto", "object": "model", "created": created, "owned_by": "autoroute"}]
+    for alias in ("auto:cheapest", "auto:balanced", "auto:best_quality", "auto:local"):
+        data.append({"id": alias, "object": "model", "created": created, "owned_by": "autoroute"})
+    for m in state.policy.models.values():
+        data.append({
+            "id": m.id, "object": "model", "created": created, "owned_by": m.provider,
+            "autoroute": {
+                "provider_model_id": m.api_model_id, "display_name": m.display_name, "tier": m.tier,
+                "context_window": m.context_window, "input_usd_per_mtok": m.input_usd_per_mtok,
+                "output_usd_per_mtok": m.output_usd_per_mtok, "supports_tools": m.supports_tools,
+                "supports_vision": m.supports_vision, "self_hosted": m.self_hosted, "local": m.local,
+                "available": bool(state.dispatcher.usable_deployments(m)),
+            },
+        })
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks = await _state(request).ready()
+    ok = all(checks.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+
+
+async def proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    getattr(log, exc.log_level)("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
+    return Response(exc.json(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: ProxyError = NotFound(f"No route {request.method} {request.url.path}. The API is under /v1 (e.g. POST /v1/chat/completions).")
+    else:
+        err = ProxyError(exc.detail or "HTTP error", status=exc.status_code, code="http_error")
+        err.type = "invalid_request_error"  # type: ignore[misc]
+    return Response(err.json(), status_code=err.status, media_type="application/json", headers=dict(exc.headers or {}))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    err = ProxyError("The proxy hit an internal error; it has been logged. Retry, or report it with the x-autoroute-decision-id.", code="internal_error")
+    return Response(err.json(), status_code=500, media_type="application/json")

@@ -1,0 +1,125 @@
+"""Pooled HTTP clients (one per deployment, for the process's life) and error mapping.
+
+Every upstream failure becomes an UpstreamError with a short message that is safe to show:
+the upstream's own error message (truncated, with the deployment's key redacted), never
+the request body, never a header.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+import httpx
+import orjson
+
+from proxy.policy import Policy
+from proxy.policy.registry import Deployment
+from proxy.providers.base import UpstreamCall, UpstreamError
+
+MAX_ERROR_CHARS = 300
+
+
+class Upstreams:
+    """One keep-alive connection pool per deployment, shared by every request."""
+
+    def __init__(self, policy: Policy, environ: Mapping[str, str], *, max_connections: int = 512) -> None:
+        self._environ = environ
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._timeouts: dict[str, httpx.Timeout] = {}
+        for dep in policy.deployments:
+            self._timeouts[dep.id] = httpx.Timeout(
+                connect=dep.timeouts.connect_s, read=dep.timeouts.read_s, write=dep.timeouts.read_s, pool=dep.timeouts.connect_s
+            )
+
+    def client(self, dep: Deployment) -> httpx.AsyncClient:
+        client = self._clients.get(dep.id)
+        if client is None:
+            headers = {k: v for k, v in dep.headers.items()}
+            client = httpx.AsyncClient(limits=self._limits, headers=headers, trust_env=False, follow_redirects=False)
+            self._clients[dep.id] = client
+        return client
+
+    def timeout(self, dep: Deployment) -> httpx.Timeout:
+        return self._timeouts[dep.id]
+
+    def api_key(self, dep: Deployment) -> str | None:
+        return dep.api_key(self._environ)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def transport_error(exc: Exception, call: UpstreamCall) -> UpstreamError:
+    dep = call.deployment
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
+        kind, msg = "connect", f"could not connect to {dep.id} ({type(exc).__name__})"
+    elif isinstance(exc, httpx.TimeoutException):
+        kind, msg = "timeout", f"{dep.id} did not answer in time ({type(exc).__name__})"
+    elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        kind, msg = "stream_cut", f"{dep.id} closed the connection mid-response"
+    else:
+        kind, msg = "connect", f"transport error talking to {dep.id} ({type(exc).__name__})"
+    return UpstreamError(dep.provider, dep.id, kind, msg, model=call.model.id)
+
+
+def response_error(resp: httpx.Response, call: UpstreamCall) -> UpstreamError:
+    """Map a non-2xx upstream response; the body must already be read."""
+    dep, status = call.deployment, resp.status_code
+    if status == 429:
+        kind = "rate_limited"
+    elif status >= 500:
+        kind = "server_error"
+    elif status == 408:
+        kind = "timeout"
+    else:
+        kind = "rejected"
+    detail = _error_message(resp.content)
+    if call.api_key and call.api_key in detail:
+        detail = detail.replace(call.api_key, "***")
+    message = f"{dep.id} answered {status}" + (f": {detail}" if detail else "")
+    return UpstreamError(
+        dep.provider, dep.id, kind, message, status=status, retry_after=retry_after(resp.headers), model=call.model.id
+    )
+
+
+def bad_response(call: UpstreamCall, what: str) -> UpstreamError:
+    dep = call.deployment
+    return UpstreamError(dep.provider, dep.id, "bad_response", f"{dep.id} sent {what}", status=200, model=call.model.id)
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _error_message(content: bytes) -> str:
+    """The upstream's own error message (OpenAI, Anthropic and Gemini shapes), truncated."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        text = content[:MAX_ERROR_CHARS].decode("utf-8", "replace").strip()
+        return text if text and "<" not in text[:1] else ""
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        message = err.get("message") or err.get("status") or ""
+    elif isinstance(err, str):
+        message = err
+    else:
+        message = ""
+    return str(message)[:MAX_ERROR_CHARS]

@@ -1,0 +1,103 @@
+"""The direct path for every OpenAI-compatible upstream (OpenAI, Together, Ollama's /v1,
+vLLM, gateways): nothing to translate, so one pooled httpx request and a light parse."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
+from proxy.providers.http import bad_response, response_error, transport_error
+from proxy.providers.sse import iter_data
+
+
+class OpenAIProvider:
+    async def complete(self, call: UpstreamCall) -> Completion:
+        try:
+            resp = await call.client.post(
+                _url(call), content=orjson.dumps(call.body), headers=_headers(call), timeout=call.timeout
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, call) from None
+        if resp.status_code != 200:
+            raise response_error(resp, call)
+        try:
+            data = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise bad_response(call, "a response that is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise bad_response(call, "a response without choices")
+        return Completion(data, Usage.from_openai(data.get("usage")) or Usage(counted=True))
+
+    async def stream(self, call: UpstreamCall) -> OpenAIStream:
+        request = call.client.build_request(
+            "POST", _url(call), content=orjson.dumps(call.body), headers=_headers(call), timeout=call.timeout
+        )
+        try:
+            resp = await call.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, call) from None
+        if resp.status_code != 200:
+            try:
+                await resp.aread()
+            except httpx.HTTPError:
+                pass
+            finally:
+                await resp.aclose()
+            raise response_error(resp, call)
+        return OpenAIStream(resp, call)
+
+
+class OpenAIStream:
+    def __init__(self, resp: httpx.Response, call: UpstreamCall) -> None:
+        self._resp = resp
+        self._call = call
+        self.usage: Usage | None = None
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for data in iter_data(self._resp.aiter_raw()):
+                if data == b"[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise bad_response(self._call, "a stream event that is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise bad_response(self._call, "a stream event that is not an object")
+                if "error" in chunk:
+                    err = chunk["error"]
+                    detail = err.get("message", "") if isinstance(err, dict) else str(err)
+                    dep = self._call.deployment
+                    raise UpstreamError(
+                        dep.provider, dep.id, "server_error", f"{dep.id} failed mid-stream: {detail[:300]}",
+                        model=self._call.model.id,
+                    )
+                if chunk.get("usage"):
+                    self.usage = Usage.from_openai(chunk["usage"])
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._call) from None
+        finally:
+            await self._resp.aclose()
+        raise UpstreamError(  # the body ended without [DONE]: the stream was cut
+            self._call.deployment.provider, self._call.deployment.id, "stream_cut",
+            f"{self._call.deployment.id} ended the stream early", model=self._call.model.id,
+        )
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
+
+
+def _url(call: UpstreamCall) -> str:
+    return call.deployment.api_base + "/chat/completions"
+
+
+def _headers(call: UpstreamCall) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    if call.api_key:
+        headers["authorization"] = "Bearer " + call.api_key
+    return headers

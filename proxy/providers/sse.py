@@ -1,0 +1,41 @@
+"""Server-sent events: parse an upstream's stream, write the client's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+async def iter_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield the `data:` payload of each event (multi-line data joined by newlines)."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event, buffer = buffer[:end], buffer[end + 2 :]
+            data = _data_of(event)
+            if data is not None:
+                yield data
+    if buffer.strip():
+        data = _data_of(buffer)
+        if data is not None:
+            yield data
+
+
+def _data_of(event: bytes) -> bytes | None:
+    parts = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line in event.split(b"\n")]
+    lines = [p for p in parts if p is not None]
+    return b"\n".join(lines) if lines else None

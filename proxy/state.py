@@ -1,0 +1,60 @@
+"""AppState: everything a request needs, built once per process in the app's lifespan.
+
+No module-level mutable state anywhere else: handlers reach this as
+`request.app.state.autoroute`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from proxy.dispatch import Dispatcher
+from proxy.exchange import Exchange
+from proxy.policy import Policy, load_policy
+from proxy.providers import Providers
+from proxy.providers.http import Upstreams
+from proxy.providers.litellm_lib import LazyLitellm
+from proxy.settings import Settings
+
+log = logging.getLogger("autoroute")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    policy: Policy
+    environ: Mapping[str, str]
+    upstreams: Upstreams
+    litellm: LazyLitellm
+    dispatcher: Dispatcher
+
+    async def startup(self) -> None:
+        translated = [
+            d.id for d in self.policy.deployments if d.wire_format != "openai" and d.has_credentials(self.environ)
+        ]
+        if translated:  # warm the translation layer off the event loop; readiness does not wait
+            self.litellm.start()
+        log.info(
+            "autoroute ready: policy %s (%d models, %d deployments)",
+            self.policy.hash, len(self.policy.models), len(self.policy.deployments),
+        )
+
+    async def shutdown(self) -> None:
+        await self.upstreams.aclose()
+
+    async def ready(self) -> dict[str, bool]:
+        return {"policy": True}
+
+    async def record(self, ex: Exchange) -> None:
+        """Account a finished request (metrics, limits settle, decision log)."""
+        return None
+
+
+def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy | None = None) -> AppState:
+    policy = policy or load_policy(settings.policy_dir, environ)
+    upstreams = Upstreams(policy, environ)
+    litellm = LazyLitellm()
+    dispatcher = Dispatcher(policy, upstreams, Providers(litellm), environ)
+    return AppState(settings, policy, environ, upstreams, litellm, dispatcher)

@@ -1,0 +1,347 @@
+"""A fake LLM provider on loopback: OpenAI chat completions, Anthropic messages and Gemini
+generateContent, plain and streamed, with tool calls. It records every request it gets and
+can be scripted into faults, per model, for the next N requests:
+
+    upstream.script("gpt-4.1", Fault.status(503), Fault.status(503))   # two 503s, then normal
+    upstream.script("*", Fault.hang(5))
+
+Faults: status (any code, optional Retry-After), hang (sleep before answering), malformed
+(200 with a body that is not JSON), cut (stream stops mid-way, no terminator), slow_first
+(stream waits before its first chunk), slow (delay between chunks). A raw ASGI app, so it
+is fast enough to serve as the benchmark's zero-delay upstream too.
+
+Run standalone: python -m tests.support.fake_upstream --port 9100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    status: int = 200
+    seconds: float = 0.0
+    retry_after: str | None = None
+    after_chunks: int = 2
+
+    @classmethod
+    def status_(cls, code: int, retry_after: float | str | None = None) -> Fault:
+        return cls("status", status=code, retry_after=None if retry_after is None else str(retry_after))
+
+    @classmethod
+    def hang(cls, seconds: float) -> Fault:
+        return cls("hang", seconds=seconds)
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        return cls("malformed")
+
+    @classmethod
+    def cut(cls, after_chunks: int = 2) -> Fault:
+        return cls("cut", after_chunks=after_chunks)
+
+    @classmethod
+    def slow_first(cls, seconds: float) -> Fault:
+        return cls("slow_first", seconds=seconds)
+
+    @classmethod
+    def slow(cls, seconds_per_chunk: float) -> Fault:
+        return cls("slow", seconds=seconds_per_chunk)
+
+
+Fault.status = Fault.status_  # type: ignore[assignment,method-assign]
+
+
+@dataclass
+class Received:
+    path: str
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+    disconnected_at: float | None = None
+    completed: bool = False
+
+
+@dataclass
+class FakeUpstream:
+    """The ASGI app plus its script and its record of what it received."""
+
+    chunks: int = 8  # content chunks per streamed answer
+    reply: str = "Hello from the fake upstream."
+    received: list[Received] = field(default_factory=list)
+    _faults: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    record: bool = True
+
+    # ── control ─────────────────────────────────────────────────────────────
+    def script(self, model: str, *faults: Fault) -> None:
+        with self._lock:
+            self._faults[model].extend(faults)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.received.clear()
+
+    def requests_for(self, model: str) -> list[Received]:
+        return [r for r in self.received if r.model == model]
+
+    def _next_fault(self, model: str) -> Fault | None:
+        with self._lock:
+            for name in (model, "*"):
+                queue = self._faults.get(name)
+                if queue:
+                    return queue.popleft()
+        return None
+
+    # ── ASGI ────────────────────────────────────────────────────────────────
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/_control/script":
+            data = orjson.loads(raw)
+            self.script(data["model"], *(Fault(**f) for f in data["faults"]))
+            return await _send(send, 200, b"{}")
+        if path == "/_control/reset":
+            self.reset()
+            return await _send(send, 200, b"{}")
+        if path == "/_control/received":
+            return await _send(send, 200, orjson.dumps([r.__dict__ for r in self.received]))
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            return await _send(send, 400, b'{"error": {"message": "bad json"}}')
+        if path.endswith("/chat/completions"):
+            fmt, model, stream = "openai", body.get("model", ""), bool(body.get("stream"))
+        elif path.endswith("/messages"):
+            fmt, model, stream = "anthropic", body.get("model", ""), bool(body.get("stream"))
+        elif ":generateContent" in path or ":streamGenerateContent" in path:
+            fmt = "gemini"
+            model = path.split("/models/")[-1].split(":")[0]
+            stream = ":streamGenerateContent" in path
+        else:
+            return await _send(send, 404, b'{"error": {"message": "no such route"}}')
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        rec = Received(path, model, body, headers, time.monotonic())
+        if self.record:
+            self.received.append(rec)
+        fault = self._next_fault(model)
+        await self._answer(fmt, model, body, stream, fault, rec, receive, send)
+
+    async def _answer(self, fmt: str, model: str, body: dict, stream: bool, fault: Fault | None, rec: Received, receive: Any, send: Any) -> None:
+        if fault and fault.kind == "hang":
+            await asyncio.sleep(fault.seconds)
+        if fault and fault.kind == "status":
+            extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
+            msg = {"error": {"message": f"fake upstream says {fault.status}", "type": "fake_error"}}
+            return await _send(send, fault.status, orjson.dumps(msg), extra)
+        if fault and fault.kind == "malformed":
+            if stream:
+                await _start_stream(send)
+                await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": False})
+                return
+            return await _send(send, 200, b'{"id": "x", "choices": [tru')
+        answer = _Answer.for_request(fmt, body, self.reply, next(self._ids))
+        if not stream:
+            rec.completed = True
+            return await _send(send, 200, orjson.dumps(answer.full(fmt, model)))
+        await _start_stream(send)
+        events = answer.events(fmt, model, self.chunks)
+        disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            for i, event in enumerate(events):
+                delay = 0.0
+                if fault and fault.kind == "slow_first" and i == 0:
+                    delay = fault.seconds
+                elif fault and fault.kind == "slow":
+                    delay = fault.seconds
+                if fault and fault.kind == "cut" and i >= fault.after_chunks:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if delay:
+                    done, _ = await asyncio.wait({disconnect}, timeout=delay)
+                    if done:
+                        rec.disconnected_at = time.monotonic()
+                        return
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            rec.completed = True
+        except OSError:
+            rec.disconnected_at = time.monotonic()
+        finally:
+            disconnect.cancel()
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _send(send: Any, status: int, body: bytes, extra: list | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _start_stream(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+
+
+def _sse(obj: Any, event: str | None = None) -> bytes:
+    prefix = f"event: {event}\n".encode() if event else b""
+    return prefix + b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+@dataclass
+class _Answer:
+    """What the fake model says: a tool call when tools are offered and the last turn is the
+    user's, otherwise text. Token counts are deterministic functions of the request."""
+
+    text: str
+    tool: dict[str, Any] | None
+    prompt_tokens: int
+    completion_tokens: int
+    n: int
+
+    @classmethod
+    def for_request(cls, fmt: str, body: dict, reply: str, n: int) -> _Answer:
+        tools = body.get("tools") or []
+        tool = None
+        if fmt == "gemini":
+            contents = body.get("contents") or []
+            last_is_user = bool(contents) and contents[-1].get("role") == "user" and any("text" in p for p in contents[-1].get("parts", []))
+            decls = [d for t in tools for d in t.get("function_declarations", t.get("functionDeclarations", []))]
+            names = [d["name"] for d in decls]
+        else:
+            messages = body.get("messages") or []
+            last_is_user = bool(messages) and messages[-1].get("role") == "user"
+            if fmt == "anthropic":
+                last_is_user = last_is_user and not any(
+                    isinstance(b, dict) and b.get("type") == "tool_result" for b in (messages[-1].get("content") or []) if isinstance(messages[-1].get("content"), list)
+                )
+            names = [t.get("function", {}).get("name") if fmt == "openai" else t.get("name") for t in tools]
+        if names and last_is_user:
+            tool = {"name": names[0], "arguments": {"city": "Paris"}}
+        prompt_tokens = max(1, len(orjson.dumps(body)) // 4)
+        words = reply.split()
+        return cls(reply, tool, prompt_tokens, 5 if tool else len(words), n)
+
+    def full(self, fmt: str, model: str) -> dict[str, Any]:
+        if fmt == "openai":
+            message: dict[str, Any] = {"role": "assistant", "content": None if self.tool else self.text}
+            if self.tool:
+                message["tool_calls"] = [{"id": f"call_{self.n}", "type": "function", "function": {"name": self.tool["name"], "arguments": orjson.dumps(self.tool["arguments"]).decode()}}]
+            return {
+                "id": f"chatcmpl-{self.n}", "object": "chat.completion", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if self.tool else "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens},
+            }
+        if fmt == "anthropic":
+            content = [{"type": "tool_use", "id": f"toolu_{self.n}", "name": self.tool["name"], "input": self.tool["arguments"]}] if self.tool else [{"type": "text", "text": self.text}]
+            return {
+                "id": f"msg_{self.n}", "type": "message", "role": "assistant", "model": model, "content": content,
+                "stop_reason": "tool_use" if self.tool else "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens},
+            }
+        part = {"functionCall": {"name": self.tool["name"], "args": self.tool["arguments"]}} if self.tool else {"text": self.text}
+        return {
+            "candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": self.completion_tokens, "totalTokenCount": self.prompt_tokens + self.completion_tokens},
+            "modelVersion": model,
+        }
+
+    def pieces(self, chunks: int) -> list[str]:
+        words = self.text.split(" ")
+        size = max(1, -(-len(words) // chunks))
+        groups = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
+        return [g if i == 0 else " " + g for i, g in enumerate(groups)]
+
+    def events(self, fmt: str, model: str, chunks: int) -> list[bytes]:
+        pieces = self.pieces(chunks)
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens}
+        if fmt == "openai":
+            base = {"id": f"chatcmpl-{self.n}", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+            out = [_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
+            if self.tool:
+                call = {"index": 0, "id": f"call_{self.n}", "type": "function", "function": {"name": self.tool["name"], "arguments": ""}}
+                out.append(_sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}))
+                args = {"index": 0, "function": {"arguments": orjson.dumps(self.tool["arguments"]).decode()}}
+                out.append(_sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [args]}, "finish_reason": None}]}))
+            else:
+                out += [_sse({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}) for p in pieces]
+            out.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if self.tool else "stop"}]}))
+            out.append(_sse({**base, "choices": [], "usage": usage}))
+            out.append(b"data: [DONE]\n\n")
+            return out
+        if fmt == "anthropic":
+            start = {"type": "message_start", "message": {"id": f"msg_{self.n}", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None, "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}}
+            out = [_sse(start, "message_start")]
+            if self.tool:
+                out.append(_sse({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": f"toolu_{self.n}", "name": self.tool["name"], "input": {}}}, "content_block_start"))
+                out.append(_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": orjson.dumps(self.tool["arguments"]).decode()}}, "content_block_delta"))
+            else:
+                out.append(_sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start"))
+                out += [_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}, "content_block_delta") for p in pieces]
+            out.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+            out.append(_sse({"type": "message_delta", "delta": {"stop_reason": "tool_use" if self.tool else "end_turn"}, "usage": {"output_tokens": self.completion_tokens}}, "message_delta"))
+            out.append(_sse({"type": "message_stop"}, "message_stop"))
+            return out
+        out = []
+        meta = {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": self.completion_tokens, "totalTokenCount": self.prompt_tokens + self.completion_tokens}
+        if self.tool:
+            part = {"functionCall": {"name": self.tool["name"], "args": self.tool["arguments"]}}
+            out.append(_sse({"candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP", "index": 0}], "usageMetadata": meta, "modelVersion": model}))
+            return out
+        for i, p in enumerate(pieces):
+            cand: dict[str, Any] = {"content": {"parts": [{"text": p}], "role": "model"}, "index": 0}
+            event: dict[str, Any] = {"candidates": [cand], "modelVersion": model}
+            if i == len(pieces) - 1:
+                cand["finishReason"] = "STOP"
+                event["usageMetadata"] = meta
+            out.append(_sse(event))
+        return out
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="fake LLM upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--no-record", action="store_true", help="do not keep requests (long benchmark runs)")
+    args = parser.parse_args()
+    app = FakeUpstream(chunks=args.chunks, record=not args.no_record)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+
+
+if __name__ == "__main__":
+    main()
