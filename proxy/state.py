@@ -30,11 +30,13 @@ class AppState:
     litellm: LazyLitellm
     dispatcher: Dispatcher
 
+    @property
+    def needs_translation(self) -> bool:
+        """Some deployment with credentials speaks Anthropic's or Gemini's format."""
+        return any(d.wire_format != "openai" and d.has_credentials(self.environ) for d in self.policy.deployments)
+
     async def startup(self) -> None:
-        translated = [
-            d.id for d in self.policy.deployments if d.wire_format != "openai" and d.has_credentials(self.environ)
-        ]
-        if translated:  # warm the translation layer off the event loop; readiness does not wait
+        if self.needs_translation:  # load litellm's translation layer off the event loop
             self.litellm.start()
         log.info(
             "autoroute ready: policy %s (%d models, %d deployments)",
@@ -45,7 +47,10 @@ class AppState:
         await self.upstreams.aclose()
 
     async def ready(self) -> dict[str, bool]:
-        return {"policy": True}
+        checks = {"policy": True}
+        if self.needs_translation:  # not ready to take Anthropic/Gemini traffic until it can translate
+            checks["translation"] = self.litellm.loaded
+        return checks
 
     async def record(self, ex: Exchange) -> None:
         """Account a finished request (metrics, limits settle, decision log)."""
