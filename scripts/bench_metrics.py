@@ -12,12 +12,15 @@ timed separately. Prints mean, p50 and p99 in microseconds.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 if "--multiprocess" in sys.argv:  # must precede the first prometheus_client import
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="autoroute-bench-")
+    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], True)
 
 import asyncio  # noqa: E402
 import logging  # noqa: E402

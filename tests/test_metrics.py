@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -399,8 +400,12 @@ def test_multiprocess_two_processes_are_summed(tmp_path: Path) -> None:
     mp_dir = tmp_path / "mp"
     (mp_dir).mkdir()
     (mp_dir / "counter_999999.db").write_bytes(b"stale")  # from an earlier run: must be cleared
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    assert prepare_multiprocess_dir(2, env) is not None  # sets a fresh dir when unset
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    assert prepare_multiprocess_dir(1, env) is None  # one worker, nothing set: single-process mode
+    fresh = prepare_multiprocess_dir(2, env)  # several workers: a fresh directory
+    assert fresh and Path(fresh).is_dir() and env["PROMETHEUS_MULTIPROC_DIR"] == fresh
+    shutil.rmtree(fresh)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
     assert prepare_multiprocess_dir(2, env) == str(mp_dir)
     assert not list(mp_dir.glob("*.db"))
@@ -493,3 +498,4 @@ def test_uvicorn_two_workers_metrics_sum_both(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        shutil.rmtree(mp_dir, ignore_errors=True)
