@@ -1,12 +1,17 @@
 """Decision records: one JSON log line per request, the last N in a capped Redis stream.
 
-Owns the record's shape (`DecisionRecord`), its log line (logger `autoroute.decision`, the
-message is the JSON object itself), the stream `ar:{decisions}:stream` (XADD MAXLEN ~ N,
-N = policy.observability.decisions_kept; 0 = no stream) and `GET /admin/decisions`.
+Owns the record's shape (`DecisionRecord`), its log line, the stream `ar:{decisions}:stream`
+(XADD MAXLEN ~ N, N = policy.observability.decisions_kept; 0 = no stream) and
+`GET /admin/decisions`.
 
-`Decisions.record(rec)` is synchronous and never raises: it serialises once with orjson,
-logs, and puts the bytes on a bounded queue that one background task drains in pipelined
-batches. A slow or dead Redis never delays a response: a full queue drops the record and a
+The log line: logger `autoroute.decision`, level INFO, a short human summary as the message
+and the whole record as the `decision` attribute (`extra={"decision": {...}}`), so the JSON
+formatter (proxy/logs.py) writes one JSON object per request with the record nested under
+`"decision"`, and a plain formatter still prints something readable.
+
+`Decisions.record(rec)` is synchronous and never raises: it builds the record dict, logs it,
+serialises it once with orjson and puts the bytes on a bounded queue that one background
+task drains in pipelined batches. A slow or dead Redis never delays a response: a full queue drops the record and a
 failed batch is dropped, both counted in `autoroute_decision_log_errors_total`.
 
 Never in a record: the API key (only its name and id), provider keys, request bodies. The
@@ -47,7 +52,8 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 PROMPT_CHARS = 4000
 #: Keys copied from each attempt mapping; anything else (bodies, headers) is left out.
-ATTEMPT_FIELDS = ("model", "provider", "deployment", "status", "error", "seconds", "retries")
+ATTEMPT_FIELDS = ("model", "provider", "deployment", "status", "kind", "reason", "error", "seconds", "retries")
+_ATTEMPT_TEXT = ("reason", "error")
 
 AdminCheck = Callable[[Request], Awaitable[None] | None]
 
@@ -150,12 +156,16 @@ class Decisions:
     def record(self, rec: DecisionRecord) -> bytes:
         """Log the record and queue it for the stream. Never blocks, never raises."""
         try:
-            line = orjson.dumps(self.to_dict(rec))
+            payload = self.to_dict(rec)
+            line = orjson.dumps(payload)
         except Exception:  # a bad value must not fail the request
             self.logger.exception("decision record %s could not be serialised", rec.decision_id)
             return b""
         if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info(line.decode())
+            self.logger.info(
+                "decision %s %s -> %s status=%s cost_usd=%.6f", rec.decision_id, rec.category or "-",
+                rec.used_model or rec.chosen_model or "-", rec.status, rec.cost_usd, extra={"decision": payload},
+            )
         if self.kept > 0:
             self._enqueue(line)
         return line
@@ -253,8 +263,9 @@ class Decisions:
 
     def _attempt(self, attempt: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: attempt[k] for k in ATTEMPT_FIELDS if k in attempt}
-        if isinstance(out.get("error"), str):
-            out["error"] = self._scrub(_clip(out["error"], 300))
+        for k in _ATTEMPT_TEXT:
+            if isinstance(out.get(k), str):
+                out[k] = self._scrub(_clip(out[k], 300))
         return out
 
 

@@ -44,8 +44,8 @@ OUTCOMES = frozenset({
 })
 #: Upstream failure kinds (`observe_upstream_attempt(error=...)`); `error_kind_for_status(s)` helps.
 ERROR_KINDS = frozenset({
-    "timeout", "first_token_timeout", "connect", "rate_limited", "server_error", "client_error",
-    "auth", "malformed", "stream_cut", "cancelled",
+    "timeout", "first_token_timeout", "connect", "rate_limited", "server_error", "rejected",
+    "auth", "bad_response", "stream_cut", "cancelled",
 })
 #: Limit type -> rejection kind (`rejected(limit)`).
 LIMITS = {
@@ -118,7 +118,7 @@ def error_kind_for_status(status: int) -> str:
         return "rate_limited"
     if status in (401, 403):
         return "auth"
-    return "server_error" if status >= 500 else "client_error"
+    return "server_error" if status >= 500 else "rejected"
 
 
 def _bind(cache: dict[tuple[str, ...], Any], metric: Any, key: tuple[str, ...]) -> Any:

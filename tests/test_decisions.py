@@ -35,7 +35,7 @@ def full_record(**overrides: Any) -> DecisionRecord:
         plan=["openai/gpt-4.1", "anthropic/claude-sonnet-4"], reason="matrix default", policy_hash="abc123",
         attempts=[
             {"model": "openai/gpt-4.1", "provider": "openai", "deployment": "openai", "status": 503,
-             "error": "server_error", "seconds": 0.4, "body": "upstream said " + PROMPT,
+             "kind": "server_error", "reason": "HTTP 503", "seconds": 0.4, "body": "upstream said " + PROMPT,
              "headers": {"authorization": "Bearer " + OPENAI_KEY}},
             {"model": "anthropic/claude-sonnet-4", "provider": "anthropic", "deployment": "anthropic",
              "status": 200, "seconds": 2.1},
@@ -57,22 +57,31 @@ def lost(metrics: Metrics, reason: str) -> float:
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "autoroute.decision" and r.levelno == logging.INFO]
+    """The records as a JSON formatter writes them: round-tripped through orjson."""
+    return [orjson.loads(orjson.dumps(r.decision)) for r in caplog.records
+            if r.name == "autoroute.decision" and r.levelno == logging.INFO]
+
+
+def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every attribute of every log record: whatever any formatter could print."""
+    return "".join(repr(vars(r)) + r.getMessage() for r in caplog.records)
 
 
 # ── the log line ─────────────────────────────────────────────────────────────────────
 async def test_log_line_has_every_field(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="autoroute.decision")
     d = Decisions(fakeredis.FakeAsyncRedis(), kept=0)
-    d.record(full_record())
+    raw = d.record(full_record())
     [line] = logged(caplog)
+    assert orjson.loads(raw) == line  # the stream entry is the same record
+    assert caplog.records[0].getMessage() == "decision dec-1 complex_coding -> anthropic/claude-sonnet-4 status=200 cost_usd=0.006000"
     assert line["decision_id"] == "dec-1"
     assert line["key_name"] == "team-a" and line["key_id"] == "k_123"
     assert line["category"] == "complex_coding" and line["complexity"] == 3
     assert line["chosen_model"] == "openai/gpt-4.1" and line["used_model"] == "anthropic/claude-sonnet-4"
     assert [a["status"] for a in line["attempts"]] == [503, 200]
     assert line["attempts"][0] == {"model": "openai/gpt-4.1", "provider": "openai", "deployment": "openai",
-                                   "status": 503, "error": "server_error", "seconds": 0.4}
+                                   "status": 503, "kind": "server_error", "reason": "HTTP 503", "seconds": 0.4}
     assert (line["input_tokens"], line["output_tokens"]) == (812, 240)
     assert line["cost_usd"] == 0.006 and line["estimated_cost_usd"] == 0.007
     assert (line["total_s"], line["upstream_s"], line["ttft_s"]) == (2.6, 2.5, 0.4)
@@ -88,15 +97,15 @@ async def test_never_prompt_text_by_default_nor_secrets(caplog: pytest.LogCaptur
     d = Decisions(fakeredis.FakeAsyncRedis(), kept=0, secrets=secret_values(environ))
     raw = d.record(full_record(
         reason=f"fell back after 401 with key {OPENAI_KEY}",
-        attempts=[{"model": "m", "error": f"auth failed for {MASTER}", "body": PROMPT}],
+        attempts=[{"model": "m", "reason": f"auth failed for {MASTER}", "body": PROMPT}],
     ))
-    text = caplog.text + raw.decode()
+    text = everything_logged(caplog) + raw.decode()
     assert PROMPT not in text and "calculate_quarterly" not in text
     assert OPENAI_KEY not in text and MASTER not in text
     [line] = logged(caplog)
     assert "prompt" not in line
     assert line["reason"] == "fell back after 401 with key ***"
-    assert line["attempts"] == [{"model": "m", "error": "auth failed for ***"}]
+    assert line["attempts"] == [{"model": "m", "reason": "auth failed for ***"}]
     assert "/home/someone-long" not in secret_values(environ)  # only secret-looking names are scrubbed
 
 

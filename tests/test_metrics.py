@@ -262,7 +262,7 @@ def test_status_class_and_error_kind() -> None:
     assert [status_class(s) for s in (200, 201, 302, 400, 429, 499, 500, 503, 999)] == [
         "2xx", "2xx", "3xx", "4xx", "4xx", "4xx", "5xx", "5xx", "other"]
     assert [error_kind_for_status(s) for s in (429, 401, 403, 400, 404, 500, 502)] == [
-        "rate_limited", "auth", "auth", "client_error", "client_error", "server_error", "server_error"]
+        "rate_limited", "auth", "auth", "rejected", "rejected", "server_error", "server_error"]
 
 
 # ── label sets stay bounded ──────────────────────────────────────────────────────────
