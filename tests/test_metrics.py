@@ -1,0 +1,501 @@
+"""proxy/metrics.py and proxy/metrics_export.py: each event moves the right series by the right
+amount, labels stay bounded, nothing touches the default registry, and multiprocess mode sums
+real OS processes (two writer processes, and a real uvicorn with two workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+
+from proxy import errors
+from proxy.metrics import (
+    CATEGORIES, ERROR_KINDS, LIMITS, OUTCOMES, PREFERENCES, PROVIDERS, Metrics, error_kind_for_status,
+    outcome_of, status_class,
+)
+from proxy.metrics_export import (
+    mark_worker_dead, metrics_route, prepare_multiprocess_dir, render, start_metrics_server,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["openai/gpt-4.1", "openai/gpt-4.1-nano", "anthropic/claude-sonnet-4"]
+DEPLOYMENTS = ["openai", "anthropic"]
+
+
+@pytest.fixture
+def m() -> Metrics:
+    return Metrics(CollectorRegistry(), models=MODELS, deployments=DEPLOYMENTS)
+
+
+@pytest.fixture
+def mk() -> Metrics:
+    """Key-name labels on (policy.observability.key_name_labels)."""
+    return Metrics(CollectorRegistry(), models=MODELS, deployments=DEPLOYMENTS, key_name_labels=True, max_key_labels=3)
+
+
+def val(metrics: Metrics, name: str, **labels: str) -> float:
+    """A sample's value, 0.0 when the series does not exist yet."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def families(body: bytes) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+
+# ── each event moves the right series ────────────────────────────────────────────────
+def test_request_lifecycle_counts_in_flight_outcome_and_latencies(m: Metrics) -> None:
+    m.request_started()
+    m.request_started()
+    assert val(m, "autoroute_requests_in_flight") == 2
+    m.observe_request(outcome="ok", status=200, total_s=2.5, upstream_s=2.4985, category="complex_coding",
+                      model="openai/gpt-4.1", preference="balanced", stream=True)
+    assert val(m, "autoroute_requests_in_flight") == 1
+    labels = dict(category="complex_coding", model="openai/gpt-4.1", preference="balanced", outcome="ok", status="2xx")
+    assert val(m, "autoroute_requests_total", **labels) == 1
+    assert val(m, "autoroute_request_duration_seconds_count", stream="true") == 1
+    assert val(m, "autoroute_request_duration_seconds_sum", stream="true") == pytest.approx(2.5)
+    assert val(m, "autoroute_request_duration_seconds_bucket", stream="true", le="2.0") == 0
+    assert val(m, "autoroute_request_duration_seconds_bucket", stream="true", le="4.0") == 1
+    # overhead = total - upstream = 1.5 ms: above the 1 ms bucket, inside 2.5 ms
+    assert val(m, "autoroute_proxy_overhead_seconds_sum") == pytest.approx(0.0015)
+    assert val(m, "autoroute_proxy_overhead_seconds_bucket", le="0.001") == 0
+    assert val(m, "autoroute_proxy_overhead_seconds_bucket", le="0.0025") == 1
+
+    m.observe_request(outcome="rate_limited", status=429, total_s=0.002)  # refused before routing
+    assert val(m, "autoroute_requests_in_flight") == 0
+    assert val(m, "autoroute_requests_total", category="none", model="none", preference="none",
+               outcome="rate_limited", status="4xx") == 1
+    assert val(m, "autoroute_request_duration_seconds_count", stream="false") == 1
+    assert val(m, "autoroute_proxy_overhead_seconds_count") == 2
+
+
+def test_overhead_never_negative(m: Metrics) -> None:
+    m.request_started()
+    m.observe_request(outcome="ok", status=200, total_s=1.0, upstream_s=1.2)
+    assert val(m, "autoroute_proxy_overhead_seconds_sum") == 0
+    assert val(m, "autoroute_proxy_overhead_seconds_bucket", le="0.0001") == 1
+
+
+def test_route_counts_decision_confidence_and_overrides(m: Metrics) -> None:
+    m.observe_route(category="classification", model="openai/gpt-4.1-nano", preference="cheapest",
+                    confidence=0.35, overrides=["tools", "budget"])
+    m.observe_route(category="classification", model="openai/gpt-4.1-nano", preference="cheapest", confidence=0.95)
+    assert val(m, "autoroute_routing_decisions_total", category="classification",
+               model="openai/gpt-4.1-nano", preference="cheapest") == 2
+    assert val(m, "autoroute_classifier_confidence_ratio_count", category="classification") == 2
+    assert val(m, "autoroute_classifier_confidence_ratio_sum", category="classification") == pytest.approx(1.3)
+    assert val(m, "autoroute_classifier_confidence_ratio_bucket", category="classification", le="0.4") == 1
+    assert val(m, "autoroute_routing_overrides_total", constraint="tools") == 1
+    assert val(m, "autoroute_routing_overrides_total", constraint="budget") == 1
+
+
+def test_llm_classifier(m: Metrics) -> None:
+    assert val(m, "autoroute_llm_classifier_requests_total", outcome="timeout") == 0  # pre-bound
+    m.observe_llm_classifier("ok", 0.4)
+    m.observe_llm_classifier("cache_hit")
+    m.observe_llm_classifier("timeout", 1.5)
+    assert val(m, "autoroute_llm_classifier_requests_total", outcome="ok") == 1
+    assert val(m, "autoroute_llm_classifier_requests_total", outcome="cache_hit") == 1
+    assert val(m, "autoroute_llm_classifier_requests_total", outcome="timeout") == 1
+    assert val(m, "autoroute_llm_classifier_duration_seconds_count") == 2
+    assert val(m, "autoroute_llm_classifier_duration_seconds_sum") == pytest.approx(1.9)
+
+
+def test_upstream_attempts_errors_ttft_retries_fallbacks(m: Metrics) -> None:
+    common = dict(deployment="openai", provider="openai", model="openai/gpt-4.1")
+    m.observe_upstream_attempt(**common, seconds=30.0, error="timeout")
+    m.retried("openai")
+    m.observe_upstream_attempt(**common, seconds=0.2, error=error_kind_for_status(503))
+    m.fell_back("openai/gpt-4.1", "anthropic/claude-sonnet-4")
+    m.observe_upstream_attempt(deployment="anthropic", provider="anthropic", model="anthropic/claude-sonnet-4",
+                               seconds=3.0, ttft_s=0.6)
+    assert val(m, "autoroute_upstream_attempts_total", **common, result="error") == 2
+    assert val(m, "autoroute_upstream_attempts_total", deployment="anthropic", provider="anthropic",
+               model="anthropic/claude-sonnet-4", result="ok") == 1
+    assert val(m, "autoroute_upstream_errors_total", provider="openai", kind="timeout") == 1
+    assert val(m, "autoroute_upstream_errors_total", provider="openai", kind="server_error") == 1
+    assert val(m, "autoroute_upstream_errors_total", provider="anthropic", kind="timeout") == 0
+    assert val(m, "autoroute_upstream_duration_seconds_count", provider="openai", model="openai/gpt-4.1") == 2
+    assert val(m, "autoroute_upstream_duration_seconds_sum", provider="openai", model="openai/gpt-4.1") == pytest.approx(30.2)
+    assert val(m, "autoroute_time_to_first_token_seconds_count", provider="anthropic", model="anthropic/claude-sonnet-4") == 1
+    assert val(m, "autoroute_time_to_first_token_seconds_bucket", provider="anthropic",
+               model="anthropic/claude-sonnet-4", le="0.5") == 0
+    assert val(m, "autoroute_time_to_first_token_seconds_count", provider="openai", model="openai/gpt-4.1") == 0
+    assert val(m, "autoroute_upstream_retries_total", provider="openai") == 1
+    assert val(m, "autoroute_fallbacks_total", from_model="openai/gpt-4.1", to_model="anthropic/claude-sonnet-4") == 1
+
+
+def test_cooldown_state_and_openings(m: Metrics) -> None:
+    assert val(m, "autoroute_deployment_cooldown_state", deployment="anthropic") == 0  # pre-bound at 0
+    m.set_cooldown("openai", "open")
+    assert val(m, "autoroute_deployment_cooldown_state", deployment="openai") == 2
+    m.set_cooldown("openai", "half_open")
+    assert val(m, "autoroute_deployment_cooldown_state", deployment="openai") == 1
+    m.set_cooldown("openai", "closed")
+    m.set_cooldown("openai", "open")
+    assert val(m, "autoroute_deployment_cooldown_state", deployment="openai") == 2
+    assert val(m, "autoroute_deployment_cooldowns_total", deployment="openai") == 2
+    assert val(m, "autoroute_deployment_cooldowns_total", deployment="anthropic") == 0
+    with pytest.raises(KeyError):
+        m.set_cooldown("openai", "melting")
+
+
+def test_usage_tokens_cost_and_estimate(m: Metrics) -> None:
+    m.observe_usage(model="openai/gpt-4.1", input_tokens=1000, output_tokens=250, cost_usd=0.004,
+                    estimated_cost_usd=0.005, key="team-a")
+    m.observe_usage(model="openai/gpt-4.1", input_tokens=10, output_tokens=5, cost_usd=0.0001)
+    assert val(m, "autoroute_tokens_total", model="openai/gpt-4.1", direction="input") == 1010
+    assert val(m, "autoroute_tokens_total", model="openai/gpt-4.1", direction="output") == 255
+    assert val(m, "autoroute_cost_usd_total", model="openai/gpt-4.1") == pytest.approx(0.0041)
+    assert val(m, "autoroute_estimated_cost_usd_total", model="openai/gpt-4.1") == pytest.approx(0.005)
+    assert val(m, "autoroute_cost_estimate_ratio_count") == 1
+    assert val(m, "autoroute_cost_estimate_ratio_sum") == pytest.approx(0.8)
+    # key labels are off: no per-key series at all
+    assert val(m, "autoroute_key_cost_usd_total", key="team-a") == 0
+    assert b'key="team-a"' not in render(m.registry)[0]
+
+
+def test_usage_and_budget_by_key_when_opted_in(mk: Metrics) -> None:
+    mk.observe_usage(model="openai/gpt-4.1", input_tokens=100, output_tokens=20, cost_usd=0.5, key="team-a")
+    mk.observe_usage(model="openai/gpt-4.1", input_tokens=1, output_tokens=2, cost_usd=0.25, key="team-a")
+    assert val(mk, "autoroute_key_cost_usd_total", key="team-a") == pytest.approx(0.75)
+    assert val(mk, "autoroute_key_tokens_total", key="team-a", direction="input") == 101
+    assert val(mk, "autoroute_key_tokens_total", key="team-a", direction="output") == 22
+    mk.set_budget_remaining("team-a", "day", 4.25, 5.0)
+    mk.set_budget_remaining("team-a", "day", 4.0, 5.0)
+    assert val(mk, "autoroute_key_budget_remaining_usd", key="team-a", period="day") == 4.0
+    assert val(mk, "autoroute_key_budget_limit_usd", key="team-a", period="day") == 5.0
+
+
+def test_budget_gauge_is_noop_without_opt_in(m: Metrics) -> None:
+    m.set_budget_remaining("team-a", "day", 4.0, 5.0)
+    assert val(m, "autoroute_key_budget_remaining_usd", key="team-a", period="day") == 0
+    assert b"team-a" not in render(m.registry)[0]
+
+
+def test_rejections_by_limit_type(m: Metrics) -> None:
+    assert val(m, "autoroute_limit_rejections_total", limit="daily_budget", kind="budget") == 0  # pre-bound
+    m.rejected("rpm")
+    m.rejected("rpm")
+    m.rejected("daily_budget")
+    m.rejected("made-up limit")
+    assert val(m, "autoroute_limit_rejections_total", limit="rpm", kind="rate_limit") == 2
+    assert val(m, "autoroute_limit_rejections_total", limit="daily_budget", kind="budget") == 1
+    assert val(m, "autoroute_limit_rejections_total", limit="other", kind="other") == 1
+
+
+def test_limiter_store_latency_errors_and_up(m: Metrics) -> None:
+    assert val(m, "autoroute_limiter_store_up") == 1
+    m.observe_store("reserve", 0.0004)
+    m.observe_store("settle", 0.002)
+    assert val(m, "autoroute_limiter_store_duration_seconds_bucket", operation="reserve", le="0.0005") == 1
+    assert val(m, "autoroute_limiter_store_duration_seconds_bucket", operation="settle", le="0.001") == 0
+    m.observe_store("reserve", 0.25, failure="fail_open")  # a timeout: latency counted, error counted, down
+    assert val(m, "autoroute_limiter_store_errors_total", operation="reserve", action="fail_open") == 1
+    assert val(m, "autoroute_limiter_store_duration_seconds_count", operation="reserve") == 2
+    assert val(m, "autoroute_limiter_store_up") == 0
+    m.observe_store("reserve", 0.0003)
+    assert val(m, "autoroute_limiter_store_up") == 1
+    m.observe_store("settle", 0.01, failure="fail_closed")
+    assert val(m, "autoroute_limiter_store_errors_total", operation="settle", action="fail_closed") == 1
+    assert val(m, "autoroute_limiter_store_up") == 0
+    m.set_store_up(True)
+    assert val(m, "autoroute_limiter_store_up") == 1
+    m.set_store_up(False)
+    assert val(m, "autoroute_limiter_store_up") == 0
+
+
+def test_decision_log_errors_and_build_info(m: Metrics) -> None:
+    m.decision_log_error("write_error", 5)
+    m.decision_log_error("dropped")
+    assert val(m, "autoroute_decision_log_errors_total", reason="write_error") == 5
+    assert val(m, "autoroute_decision_log_errors_total", reason="dropped") == 1
+    m.set_build_info("0.1.0", "aaaa")
+    m.set_build_info("0.1.0", "bbbb")  # a policy reload replaces, not adds
+    assert val(m, "autoroute_build_info", version="0.1.0", policy_hash="bbbb") == 1
+    assert val(m, "autoroute_build_info", version="0.1.0", policy_hash="aaaa") == 0
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (None, "ok"),
+        (errors.RateLimited("x"), "rate_limited"),
+        (errors.BudgetExceeded("x"), "budget_exceeded"),
+        (errors.AuthenticationFailed("x"), "unauthorized"),
+        (errors.PermissionDenied("x"), "forbidden"),
+        (errors.NoCapableModel("x"), "no_capable_model"),
+        (errors.ModelNotFound("x"), "not_found"),
+        (errors.PayloadTooLarge("x"), "too_large"),
+        (errors.InvalidRequest("x"), "invalid_request"),
+        (errors.StoreUnavailable("x"), "store_unavailable"),
+        (errors.ServiceUnavailable("x"), "unavailable"),
+        (errors.UpstreamTimeout("x"), "upstream_timeout"),
+        (errors.UpstreamFailed("x"), "upstream_error"),
+        (errors.UpstreamRejected("x", status=400), "upstream_rejected"),
+        (asyncio.CancelledError(), "cancelled"),
+        (ValueError("bug"), "internal_error"),
+    ],
+)
+def test_outcome_of(exc: BaseException | None, outcome: str) -> None:
+    assert outcome_of(exc) == outcome
+    assert outcome in OUTCOMES
+
+
+def test_status_class_and_error_kind() -> None:
+    assert [status_class(s) for s in (200, 201, 302, 400, 429, 499, 500, 503, 999)] == [
+        "2xx", "2xx", "3xx", "4xx", "4xx", "4xx", "5xx", "5xx", "other"]
+    assert [error_kind_for_status(s) for s in (429, 401, 403, 400, 404, 500, 502)] == [
+        "rate_limited", "auth", "auth", "rejected", "rejected", "server_error", "server_error"]
+
+
+# ── label sets stay bounded ──────────────────────────────────────────────────────────
+def test_labels_stay_bounded_under_garbage(mk: Metrics) -> None:
+    junk = [f"junk-{i}-" + "x" * 50 for i in range(40)]
+    for i, j in enumerate(junk):
+        mk.request_started()
+        mk.observe_request(outcome=j, status=600 + i, total_s=0.1, category=j, model=j, preference=j)
+        mk.observe_route(category=j, model=j, preference=j, confidence=0.5, overrides=[j])
+        mk.observe_llm_classifier(j)
+        mk.observe_upstream_attempt(deployment=j, provider=j, model=j, seconds=0.1, error=j, ttft_s=0.1)
+        mk.retried(j)
+        mk.fell_back(j, j)
+        mk.set_cooldown(j, "open")
+        mk.observe_usage(model=j, input_tokens=1, output_tokens=1, cost_usd=0.1, key=j)
+        mk.rejected(j)
+        mk.set_budget_remaining(j, j, 1.0, 2.0)
+        mk.observe_store(j, 0.001, failure=j)
+        mk.decision_log_error(j)
+    allowed = {
+        "model": set(MODELS) | {"none", "other"},
+        "from_model": set(MODELS) | {"none", "other"},
+        "to_model": set(MODELS) | {"none", "other"},
+        "category": set(CATEGORIES) | {"other"},
+        "preference": set(PREFERENCES) | {"other"},
+        "outcome": set(OUTCOMES) | {"other", "cache_hit", "timeout", "error", "invalid"},
+        "status": {"1xx", "2xx", "3xx", "4xx", "5xx", "other"},
+        "provider": set(PROVIDERS) | {"none", "other"},
+        "kind": set(ERROR_KINDS) | set(LIMITS.values()) | {"other"},
+        "limit": set(LIMITS) | {"other"},
+        "deployment": set(DEPLOYMENTS) | {"other"},
+        "key": {"junk-0-" + "x" * 50, "junk-1-" + "x" * 50, "junk-2-" + "x" * 50, "other"},
+        "period": {"day", "month", "total", "task", "other"},
+        "direction": {"input", "output"},
+        "constraint": {"other"},
+        "operation": {"other"},
+        "action": {"other"},
+        "reason": {"write_error", "dropped", "other"},
+        "stream": {"true", "false"},
+        "result": {"ok", "error"},
+        "le": None,
+    }
+    seen_labels = set()
+    for fam in families(render(mk.registry)[0]).values():
+        for sample in fam.samples:
+            for label, value in sample.labels.items():
+                assert label in allowed, f"{sample.name}: unexpected label {label}"
+                seen_labels.add(label)
+                if allowed[label] is not None:
+                    assert value in allowed[label], f"{sample.name}{{{label}={value!r}}} is not bounded"
+    assert {"key", "model", "deployment", "kind", "constraint"} <= seen_labels
+
+
+def test_no_default_registry_and_naming_convention() -> None:
+    before = set(REGISTRY._names_to_collectors)
+    a = Metrics(CollectorRegistry())
+    Metrics(CollectorRegistry())  # a second app in the same process: no duplicate-name clash
+    assert set(REGISTRY._names_to_collectors) == before
+    assert not any(name.startswith("autoroute_") for name in before)
+    units = ("_total", "_seconds", "_usd", "_ratio", "_info", "_up", "_in_flight", "_state")
+    for fam in a.registry.collect():
+        assert re.fullmatch(r"autoroute_[a-z0-9_]+", fam.name), fam.name
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        assert name.endswith(units), f"{name}: no unit suffix"
+        assert fam.documentation, f"{fam.name}: no help text"
+
+
+# ── exposition ───────────────────────────────────────────────────────────────────────
+def _app(metrics: Metrics) -> Starlette:
+    app = Starlette(routes=[metrics_route()])
+    app.state.autoroute = SimpleNamespace(metrics=metrics)
+    return app
+
+
+async def test_metrics_endpoint_text_and_openmetrics(m: Metrics) -> None:
+    m.rejected("tpm")
+    transport = httpx.ASGITransport(app=_app(m))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert 'autoroute_limit_rejections_total{kind="rate_limit",limit="tpm"} 1.0' in r.text
+        r = await client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+        assert r.headers["content-type"].startswith("application/openmetrics-text")
+        assert r.text.rstrip().endswith("# EOF")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_separate_metrics_port(m: Metrics) -> None:
+    m.fell_back("openai/gpt-4.1", "openai/gpt-4.1-nano")
+    port = _free_port()
+    server, thread = start_metrics_server(port, "127.0.0.1", m.registry)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'autoroute_fallbacks_total{from_model="openai/gpt-4.1",to_model="openai/gpt-4.1-nano"} 1.0' in body
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+# ── multiprocess mode, for real ──────────────────────────────────────────────────────
+WRITER = textwrap.dedent("""
+    import json, os, sys
+    from prometheus_client import CollectorRegistry
+    from proxy.metrics import Metrics
+    from proxy.metrics_export import multiprocess_dir
+    n, state, store_ok = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+    m = Metrics(CollectorRegistry(), models=["openai/gpt-4.1"], deployments=["openai"])
+    for _ in range(n):
+        m.request_started()
+        m.observe_usage(model="openai/gpt-4.1", input_tokens=100, output_tokens=10, cost_usd=0.25)
+        m.observe_request(outcome="ok", status=200, total_s=1.5, upstream_s=1.4, category="qa_retrieval",
+                          model="openai/gpt-4.1", preference="balanced")
+    m.request_started()  # one request still in flight when the process is rendered
+    m.set_cooldown("openai", state)
+    m.set_store_up(store_ok)
+    print(json.dumps({"pid": os.getpid(), "dir": multiprocess_dir()}))
+""")
+
+
+def _run_writer(env: dict[str, str], *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", WRITER, *args], env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_multiprocess_two_processes_are_summed(tmp_path: Path) -> None:
+    mp_dir = tmp_path / "mp"
+    (mp_dir).mkdir()
+    (mp_dir / "counter_999999.db").write_bytes(b"stale")  # from an earlier run: must be cleared
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    assert prepare_multiprocess_dir(1, env) is None  # one worker, nothing set: single-process mode
+    fresh = prepare_multiprocess_dir(2, env)  # several workers: a fresh directory
+    assert fresh and Path(fresh).is_dir() and env["PROMETHEUS_MULTIPROC_DIR"] == fresh
+    shutil.rmtree(fresh)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+    assert prepare_multiprocess_dir(2, env) == str(mp_dir)
+    assert not list(mp_dir.glob("*.db"))
+
+    a = _run_writer(env, "3", "open", "1")
+    b = _run_writer(env, "2", "closed", "0")
+    assert a["dir"] == b["dir"] == str(mp_dir), "the writers did not run in multiprocess mode"
+    assert a["pid"] != b["pid"]
+
+    fam = families(render(CollectorRegistry(), multiproc_dir=str(mp_dir))[0])
+    sample = lambda fname, sname, **labels: next(  # noqa: E731
+        s.value for s in fam[fname].samples if s.name == sname and all(s.labels.get(k) == v for k, v in labels.items()))
+    assert sample("autoroute_requests", "autoroute_requests_total", category="qa_retrieval", outcome="ok") == 5
+    assert sample("autoroute_tokens", "autoroute_tokens_total", direction="input") == 500
+    assert sample("autoroute_cost_usd", "autoroute_cost_usd_total") == pytest.approx(1.25)
+    assert sample("autoroute_request_duration_seconds", "autoroute_request_duration_seconds_count", stream="false") == 5
+    assert sample("autoroute_request_duration_seconds", "autoroute_request_duration_seconds_bucket", stream="false", le="2.0") == 5
+    assert sample("autoroute_requests_in_flight", "autoroute_requests_in_flight") == 2  # livesum
+    assert sample("autoroute_deployment_cooldown_state", "autoroute_deployment_cooldown_state", deployment="openai") == 2  # livemax
+    assert sample("autoroute_limiter_store_up", "autoroute_limiter_store_up") == 0  # livemin
+
+    mark_worker_dead(a["pid"], str(mp_dir))  # worker a exits: its live gauges go, its counters stay
+    fam = families(render(CollectorRegistry(), multiproc_dir=str(mp_dir))[0])
+    assert sample("autoroute_requests_in_flight", "autoroute_requests_in_flight") == 1
+    assert sample("autoroute_deployment_cooldown_state", "autoroute_deployment_cooldown_state", deployment="openai") == 0
+    assert sample("autoroute_requests", "autoroute_requests_total", category="qa_retrieval", outcome="ok") == 5
+
+
+MP_APP = textwrap.dedent("""
+    import os
+    from contextlib import asynccontextmanager
+    from types import SimpleNamespace
+    from prometheus_client import CollectorRegistry
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from proxy.metrics import Metrics
+    from proxy.metrics_export import mark_worker_dead, metrics_route, multiprocess_dir
+
+    async def hit(request):
+        m = request.app.state.autoroute.metrics
+        m.request_started()
+        m.observe_request(outcome="ok", status=200, total_s=0.01, model="none")
+        return PlainTextResponse(f"{os.getpid()} {multiprocess_dir()}", headers={"connection": "close"})
+
+    @asynccontextmanager
+    async def lifespan(app):
+        app.state.autoroute = SimpleNamespace(metrics=Metrics(CollectorRegistry()))
+        yield
+        mark_worker_dead()
+
+    app = Starlette(routes=[Route("/hit", hit), metrics_route()], lifespan=lifespan)
+""")
+
+
+@pytest.mark.slow
+def test_uvicorn_two_workers_metrics_sum_both(tmp_path: Path) -> None:
+    (tmp_path / "mp_app.py").write_text(MP_APP)
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    mp_dir = prepare_multiprocess_dir(2, env)  # what `autoroute serve --workers 2` does
+    assert mp_dir and env["PROMETHEUS_MULTIPROC_DIR"] == mp_dir
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "mp_app:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        pids: dict[str, int] = {}
+        hits = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(pids) < 2 or hits < 40):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/hit", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.1)
+                continue
+            pid, seen_dir = r.text.split()
+            assert seen_dir == mp_dir
+            pids[pid] = pids.get(pid, 0) + 1
+            hits += 1
+        assert len(pids) == 2, f"only one worker answered in {hits} requests: {pids}"
+        for _ in range(3):  # any worker's /metrics is the sum over both
+            body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            fam = families(body.encode())
+            total = sum(s.value for s in fam["autoroute_requests"].samples if s.name == "autoroute_requests_total")
+            assert total == hits
+            in_flight = sum(s.value for s in fam["autoroute_requests_in_flight"].samples)
+            assert in_flight == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(mp_dir, ignore_errors=True)
