@@ -7,7 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from proxy.errors import PolicyError
+
+if TYPE_CHECKING:
+    from proxy.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="worker processes (default 1, env AUTOROUTE_WORKERS)")
     serve.add_argument("--log-level", help="debug|info|warning|error (env AUTOROUTE_LOG_LEVEL)")
     serve.set_defaults(func=_serve)
+
+    from proxy.cli_keys import add_keys_commands
+
+    add_keys_commands(sub)
 
     policy = sub.add_parser("policy", help="policy tools")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
@@ -55,6 +64,14 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1 and settings.redis_url is None:
+        print(
+            "autoroute: several workers need a shared limits store: set REDIS_URL "
+            "(the embedded store lives in one process, so each worker would enforce its own limits)",
+            file=sys.stderr,
+        )
+        return 2
+    _prepare_metrics(settings)
     uvicorn.run(
         "proxy.app:create_app_from_env",
         factory=True,
@@ -69,6 +86,16 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+def _prepare_metrics(settings: Settings) -> None:
+    """Several workers: metrics go through prometheus-client's multiprocess directory, and a
+    separate metrics port (if any) is served here, summing every worker. One worker serves
+    its own separate port from the app's lifespan."""
+    from proxy.metrics_export import prepare_multiprocess_dir, start_metrics_server
+
+    if prepare_multiprocess_dir(settings.workers) and settings.workers > 1 and settings.metrics_port:
+        start_metrics_server(settings.metrics_port, host=settings.host)
 
 
 def _policy_check(args: argparse.Namespace) -> int:
