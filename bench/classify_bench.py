@@ -4,7 +4,7 @@
 
 Prints p50 / p99 / max in microseconds for
   * short prompts: every request of tests/eval/requests.jsonl under 4k tokens, each timed
-    `--rounds` times, interleaved (targets: p99 <= 200 us);
+    `--rounds` times, interleaved, and six generated 2k-4k-token prompts (p99 <= 200 us);
   * a 100k-token document (a generated contract with a summarise instruction; p99 <= 5 ms).
 Each sample times one `classify(body)` plus one `select(...)` with perf_counter_ns; the
 garbage collector stays on, so its pauses are in the figures.
@@ -60,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(ROOT / "policies", {})
     available = frozenset(policy.models)
     short = [r["body"] for r in load_requests() if classify(r["body"]).estimated_input_tokens < 4000]
+    near_limit = [
+        {"model": "auto", "messages": [{"role": "user", "content": f"{ask}\n\n{make_document(kind, words, 7)}"}]}
+        for kind, words, ask in (
+            ("paper_en", 2600, "Summarise the method and the main result of this paper."),
+            ("code_py", 2200, "Find the bug in this module and explain the fix."),
+            ("report_zh", 2000, "请总结以下报告。"),
+            ("contract_de", 2100, "Welche Kündigungsfristen nennt dieser Vertrag?"),
+            ("log", 850, "What went wrong in these logs?"),
+            ("transcript_es", 2600, "Resume las decisiones de esta reunión."),
+        )
+    ]
+    near_limit = [b for b in near_limit if 2000 <= classify(b).estimated_input_tokens < 4000]
     doc = make_document("contract_en", 84_000, 42)  # ~100k tokens
     big = {"model": "auto", "messages": [
         {"role": "system", "content": "You are a careful legal analyst."},
@@ -67,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     ]}
     tokens = classify(big).estimated_input_tokens
     short_samples = _time(short, args.rounds, policy, available)
+    near_samples = _time(near_limit, args.rounds, policy, available)
     big_samples = _time([big], max(50, args.rounds // 2), policy, available)
     print(_line(f"short prompts ({len(short)} requests)", short_samples) + "   target p99 <= 200 us")
+    print(_line(f"2k-4k-token prompts ({len(near_limit)} requests)", near_samples) + "   target p99 <= 200 us")
     print(_line(f"document ({tokens:,} tokens)", big_samples) + "   target p99 <= 5000 us")
-    ok = _percentile(short_samples, 0.99) <= 200 and _percentile(big_samples, 0.99) <= 5000
+    ok = max(_percentile(short_samples, 0.99), _percentile(near_samples, 0.99)) <= 200 and _percentile(big_samples, 0.99) <= 5000
     print("targets met" if ok else "TARGETS NOT MET")
     return 0 if ok else 1
 

@@ -31,6 +31,7 @@ from proxy.textscan import Conversation, read_conversation
 from proxy.policy.routing import CATEGORIES
 from proxy.tokens import estimate_input_tokens
 
+_ORDER = {c: i for i, c in enumerate(CATEGORIES)}  # ties go to the tutorial's category order
 LEVELS = {1: "simple", 2: "simple", 3: "moderate", 4: "complex", 5: "critical"}
 LONG_CONTEXT_TOKENS = 50_000  # the tutorial's threshold for requires_long_context
 
@@ -96,7 +97,7 @@ def classify(body: Mapping[str, Any]) -> Classification:
     doc_tokens = int(conv.largest_chars * min(tokens_per_char, 1.5))
     f = _features(body, conv, tools, doc_tokens)
     scores = f.scores
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], CATEGORIES.index(kv[0])))
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], _ORDER[kv[0]]))
     (category, top), (_, second) = ranked[0], ranked[1]
     if top <= 0.5:
         category = "qa_retrieval"

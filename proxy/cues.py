@@ -37,7 +37,7 @@ _WORDS: list[tuple[str, float, str]] = [
         function functions implement implementation refactor refactoring debug debugging bug bugs
         compile compiler traceback stacktrace exception regex sql python javascript typescript java
         rust golang kotlin swift ruby php bash dockerfile pytest unittest jest snippet codebase
-        segfault nullpointerexception async await mutex linter method methods script scripts
+        segfault nullpointerexception async await mutex linter script scripts
         programmiere implementiere funktion skript quellcode programmieren
         fonction implémente implémenter implémentez déboguer bogue
         función funcion implementa implementar depurar código codigo"""),
@@ -49,7 +49,7 @@ _WORDS: list[tuple[str, float, str]] = [
         unit database schema migration docker kubernetes library framework react django flask fastapi
         css html yaml cli git commit merge backend frontend microservice microservices latency memory
         leak mongodb redis datenbank"""),
-    ("complex_coding", 1, "test tests"),
+    ("complex_coding", 1, "test tests method methods"),
     ("text_generation", 3, """
         email e-mail letter blog post poem story essay article tweet caption slogan bio speech toast
         haiku limerick lyrics newsletter announcement memo rewrite rephrase paraphrase proofread
@@ -187,7 +187,7 @@ LENGTH_ASK = re.compile(r"(\d{1,3}(?:[,.]\d{3})+|\d{2,5})\s*(?:-\s*)?(words?|wö
 CODE_MARKERS = ("def ", "return ", "import ", "class ", "function ", "=> ", "{\n", "};", "#include", "const ",
                 "self.", ");", "let ", "</", "select ", ".append(", "= [", "):\n", "for (", "elif ", "println(")
 LENGTH_UNITS = ("word", "wört", "mots", "palabra", "page", "seite", "字", "語")
-CJK_FIRST = "\u3040"  # text whose largest character is below this has no kana or CJK ideographs
+CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")  # kana and ideographs
 
 
 def _build_words() -> dict[str, tuple[tuple[str, float], ...]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy.classify import Classification
 from proxy.errors import BudgetExceeded, NoCapableModel
@@ -33,8 +33,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RouteStep:
+class RouteStep(NamedTuple):
     model: str
     reason: str
 
@@ -56,8 +55,7 @@ class RoutePlan:
         return (self.primary, *self.fallbacks)
 
 
-@dataclass(frozen=True, slots=True)
-class _Need:
+class _Need(NamedTuple):
     input_tokens: int
     output_tokens: int
     tools: bool
@@ -141,6 +139,8 @@ _SHORT = {
 def _rank(policy: Policy) -> dict[str, int]:
     order = policy.routing.capability_order
     rank = {m: i for i, m in enumerate(order)}
+    if len(rank) >= len(policy.models) and all(m in rank for m in policy.models):
+        return rank
     rest = sorted((m for m in policy.models.values() if m.id not in rank), key=lambda m: (m.tier, -m.quality_index, m.id))
     for i, m in enumerate(rest):
         rank[m.id] = len(order) + i
@@ -167,7 +167,7 @@ def _preferred(
     rules = policy.routing.rules
     if row is None:
         tier = policy.routing.default_tier_by_complexity[c.complexity]
-        fits = [m for m in models.values() if m.tier <= tier and not m.local]
+        fits = [m for m in models.values() if m.tier <= tier and not m.local] or list(models.values())
         best = min(fits, key=lambda m: (m.cost_usd(need.input_tokens, need.output_tokens), rank[m.id]))
         return best.id, f"no matrix row: cheapest tier-{tier}-or-better model"
     choice, rule = row.resolve(row.by_complexity[c.complexity]), f"by_complexity[{c.complexity}]"
@@ -302,31 +302,32 @@ def _plan(
 ) -> RoutePlan:
     models = policy.models
     spec = models[primary]
-    candidates: list[str] = []
+    preferred: list[str] = []  # explicit fallbacks first: the cloud choice, the matrix fallback
     if first_fallback:
-        candidates.append(first_fallback)
-    if row is not None:
-        candidates.append(row.fallback)
-    candidates.extend(m.id for m in _order_from(spec, models.values(), rank))
-    seen = {primary}
-    ordered: list[str] = []
-    for mid in candidates:
-        if mid in seen or mid not in capable or (local_fallbacks_only and not models[mid].local):
-            continue
-        seen.add(mid)
-        ordered.append(mid)
-    limit = policy.routing.max_fallbacks
-    # Prefer other providers (a provider outage should not take every fallback down), keep order.
-    keep = [m for m in ordered if models[m].provider != spec.provider] + [m for m in ordered if models[m].provider == spec.provider]
-    if first_fallback in ordered:
-        keep.remove(first_fallback)
-        keep.insert(0, first_fallback)
-    fallbacks = tuple(keep[:limit])
+        preferred.append(first_fallback)
+    if row is not None and row.fallback not in preferred:
+        preferred.append(row.fallback)
+    other: list[str] = []  # then the substitution order, other providers before the primary's
+    same: list[str] = []
+    for m in _order_from(spec, models.values(), rank):
+        if m.id in capable and m.id not in preferred and (m.local or not local_fallbacks_only):
+            (same if m.provider == spec.provider else other).append(m.id)
+    explicit = [
+        mid for mid in preferred
+        if mid != primary and mid in capable and (models[mid].local or not local_fallbacks_only)
+    ]
+    if first_fallback not in explicit and explicit:  # the matrix fallback yields to other providers
+        if models[explicit[0]].provider == spec.provider:
+            same.insert(0, explicit.pop(0))
+    fallbacks = tuple((explicit + other + same)[: policy.routing.max_fallbacks])
     steps = [RouteStep(primary, "; ".join(notes))]
     for mid in fallbacks:
-        why = "cloud fallback (the balanced choice)" if mid == first_fallback else (
-            "matrix fallback" if row is not None and mid == row.fallback else "next capable model"
-        )
+        if mid == first_fallback:
+            why = "cloud fallback (the balanced choice)"
+        elif row is not None and mid == row.fallback:
+            why = "matrix fallback"
+        else:
+            why = "next capable model"
         steps.append(RouteStep(mid, why))
     return RoutePlan(
         primary=primary,
@@ -335,7 +336,7 @@ def _plan(
         estimated_latency_s=round(_latency(spec, need), 3),
         output_tokens=need.output_tokens,
         preference=pref,
-        reason="; ".join(notes),
+        reason=steps[0].reason,
         policy_hash=policy.hash,
         steps=tuple(steps),
     )
@@ -359,5 +360,5 @@ def decision_record(decision_id: str, c: Classification, plan: RoutePlan, policy
         "estimated_cost_usd": plan.estimated_cost_usd,
         "reason": plan.reason,
         "policy_hash": plan.policy_hash,
-        "signals": dict(c.signals),
+        "signals": {k: dict(v) if isinstance(v, dict) else v for k, v in c.signals.items()},
     }

@@ -73,8 +73,9 @@ def looks_like_instruction(paragraph: str) -> bool:
     if "?" in text or "？" in text:
         return True
     start = first_sentence(text).lower()
-    words = set(start.translate(PUNCT).split())
-    if words & cues.DOC_DEICTIC or words & cues.WORD_SET or words & QUESTION_START:
+    split = start.translate(PUNCT).split()
+    words = set(split)
+    if words & cues.DOC_DEICTIC or words & cues.WORD_SET or (split and split[0] in QUESTION_START):
         return True
     return has_cjk(start) and any(cue in start for cue, _, _ in cues.CJK_CUES)
 
@@ -104,7 +105,7 @@ def cue_scores(text: str) -> tuple[dict[str, list[float]], set[str], str]:
 
 
 def has_cjk(text: str) -> bool:
-    return bool(text) and not text.isascii() and max(text) >= cues.CJK_FIRST
+    return not text.isascii() and cues.CJK.search(text) is not None
 
 
 def strip_quotes(text: str) -> str:
@@ -145,14 +146,14 @@ def fenced_chars(text: str) -> tuple[int, int]:
 
 
 def code_density(text: str) -> float:
-    """Code markers per 1000 characters, from up to 6 windows of 400 characters."""
+    """Code markers per 1000 characters, from up to 6 windows of 200 characters."""
     n = len(text)
-    if n <= 2400:
+    if n <= 1200:
         sample = text.lower()
     else:
-        step = (n - 400) // 5
-        sample = "\n".join(text[i * step : i * step + 400] for i in range(6)).lower()
-    if not sample:
+        step = (n - 200) // 5
+        sample = "\n".join([text[i * step : i * step + 200] for i in range(6)]).lower()
+    if not sample or not any(ch in sample for ch in "({;=<"):  # no code punctuation: prose
         return 0.0
     hits = sum(map(sample.count, cues.CODE_MARKERS))
     return hits * 1000 / len(sample)

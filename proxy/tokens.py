@@ -4,14 +4,15 @@ Uses tiktoken's `o200k_base` (the encoding of GPT-4o/4.1 and the o-series), load
 copy litellm ships (`proxy.offline` points TIKTOKEN_CACHE_DIR at it), so nothing downloads.
 Other providers' tokenizers differ by a few per cent; for routing that is noise.
 
-Speed: tiktoken costs ~23 ns per character, so text up to `EXACT_LIMIT` characters is
+Speed: tiktoken costs ~25-50 ns per character, so text up to `EXACT_LIMIT` characters is
 counted exactly and longer text is extrapolated from fixed, evenly spaced windows of `WINDOW`
 characters, one per `CHARS_PER_SAMPLE` characters (6 to 64 windows; deterministic: same
-text, same count). A 16k-character prompt costs ~45 us, a 400k-character document ~0.6 ms.
-Measured error against exact counts (tests/test_tokens.py asserts these bounds), worst case
-over texts of 2k-400k characters: real English prose (Python's pydoc topics, mixed with
-tables and code) 6 %, real source code (stdlib modules) 8.5 % (5k-character slices; 3 %
-beyond 100k), Chinese and Japanese 3 %; the mean error is within +-2 %.
+text, same count). A 16k-character prompt costs ~40-70 us, a 400k-character document
+~0.5 ms. Measured error against exact counts (tests/test_tokens.py asserts these bounds),
+worst case over slices of 2k-400k characters: real English prose (Python's pydoc topics,
+mixed with tables and code) 7.5 %, real source code (stdlib modules) 10 % (mid-size slices;
+3 % beyond 100k), Chinese and Japanese 5 %; the mean error is within +-2.5 %. Chinese and
+Japanese cost ~3x more per character to tokenize, so their exact limit and windows are a third.
 
 Message framing follows OpenAI's published accounting: 3 tokens per message, 1 more when it
 has a `name`, 3 to prime the reply. Images count a fixed 85 tokens at `detail: low` and 765
@@ -23,6 +24,7 @@ on every request of an agent, and tokenizing their JSON each time would cost ~20
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -32,10 +34,12 @@ import orjson
 import proxy  # noqa: F401  (offline guard: TIKTOKEN_CACHE_DIR before tiktoken loads)
 
 ENCODING = "o200k_base"
-EXACT_LIMIT = 1200  # characters counted exactly
+EXACT_LIMIT = 1440  # characters counted exactly (as costly as the smallest sample)
 WINDOW = 240  # characters per sample window beyond the limit
-CHARS_PER_SAMPLE = 2000  # one window per this many characters ...
+CHARS_PER_SAMPLE = 2700  # one window per this many characters ...
 MIN_SAMPLES, MAX_SAMPLES = 6, 64  # ... within these bounds (first and last window included)
+WIDE_FACTOR = 3  # Chinese/Japanese text: limits and windows divided by this
+_WIDE = re.compile("[\u3040-\u30ff\u3400-\u9fff]")
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -62,17 +66,21 @@ def count_text_tokens(text: str) -> int:
     if n == 0:
         return 0
     encode = _encoder().encode_ordinary
-    if n <= EXACT_LIMIT:
+    # Chinese/Japanese cost ~3x more per character to tokenize (3 UTF-8 bytes, ~1 token each).
+    wide = WIDE_FACTOR if not text.isascii() and _WIDE.search(text, 0, 1000) else 1
+    if n <= EXACT_LIMIT // wide:
         return len(encode(text))
-    samples = min(MAX_SAMPLES, max(MIN_SAMPLES, n // CHARS_PER_SAMPLE))
-    span = n - WINDOW
+    window = WINDOW // wide
+    samples = min(MAX_SAMPLES, max(MIN_SAMPLES, n * wide // CHARS_PER_SAMPLE))
+    span = n - window
     sampled = 0
     for i in range(samples):
         start = span * i // (samples - 1)
-        sampled += len(encode(text[start : start + WINDOW]))
-    # Each window cut splits about one token at its edges; remove that bias.
-    sampled = max(1, sampled - samples // 2)
-    return max(1, round(sampled * n / (WINDOW * samples)))
+        sampled += len(encode(text[start : start + window]))
+    # Each window cut splits about one token at its edges; remove that bias (not for CJK,
+    # where a character is about one token).
+    sampled = max(1, sampled - (samples // 2 if wide == 1 else 0))
+    return max(1, round(sampled * n / (window * samples)))
 
 
 def content_text(content: Any) -> tuple[str, int]:

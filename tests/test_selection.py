@@ -413,3 +413,13 @@ def test_classification_replace_keeps_selection_pure(policy: Policy, everything:
     before = dataclasses.asdict(c)
     select(c, policy, RouteOptions(), everything)
     assert dataclasses.asdict(c) == before
+
+
+def test_policy_without_routing_yaml_still_routes(tmp_path: Path) -> None:
+    (tmp_path / "models.yaml").write_text((POLICIES / "models.yaml").read_text())
+    p = load_policy(tmp_path, {})
+    assert p.routing.matrix == {}
+    for complexity, tier in p.routing.default_tier_by_complexity.items():
+        plan = select(cls("qa_retrieval", complexity), p, RouteOptions(), frozenset(p.models))
+        assert p.models[plan.primary].tier <= tier and not p.models[plan.primary].local
+        check_plan(plan, p)
