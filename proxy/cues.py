@@ -51,18 +51,21 @@ _WORDS: list[tuple[str, float, str]] = [
         leak mongodb redis datenbank"""),
     ("complex_coding", 1, "test tests method methods"),
     ("text_generation", 3, """
-        email e-mail letter blog post poem story essay article tweet caption slogan bio speech toast
-        haiku limerick lyrics newsletter announcement memo rewrite rephrase paraphrase proofread
-        translate translation summarize summarise summary tldr tl;dr brainstorm
-        schreibe verfasse formuliere übersetze übersetzung zusammenfassung fasse gedicht geschichte
-        aufsatz anschreiben écris écrivez rédige rédigez reformule traduis traduire traduction résume
-        résumez courriel lettre poème escribe escriba redacta reescribe traduce traducir traducción
-        resume resumen carta poema cuento"""),
+        rewrite rephrase paraphrase proofread translate translation summarize summarise summary tldr
+        tl;dr brainstorm schreibe verfasse formuliere übersetze übersetzung zusammenfassung fasse
+        écris écrivez rédige rédigez reformule traduis traduire traduction résume résumez escribe
+        escriba redacta reescribe traduce traducir traducción resume resumen"""),
     ("text_generation", 2, """
-        write draft polish shorten expand outline tone formal informal friendlier wording copy headline
-        description invitation apology cover press release marketing
-        brief entwurf schreib nachricht histoire article texte escribir correo historia artículo
-        mensaje invitación"""),
+        write draft polish shorten expand outline tone formal informal friendlier wording headline
+        compose entwurf schreib escribir"""),
+    # Genres: full weight next to a writing verb, half alone ("is this email phishing?").
+    ("text_noun", 3, """
+        email e-mail letter blog post poem story essay article tweet caption slogan slogans bio speech
+        toast haiku limerick lyrics newsletter announcement memo gedicht geschichte aufsatz anschreiben
+        courriel lettre poème carta poema cuento"""),
+    ("text_noun", 2, """
+        copy description invitation apology cover press release marketing brief nachricht histoire
+        texte correo historia artículo mensaje invitación"""),
     ("classification", 3, """
         classify classification categorize categorise categorization label labels sentiment intent
         extract extraction spam toxic toxicity moderation triage entities ner pii classe

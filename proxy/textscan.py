@@ -101,6 +101,10 @@ def cue_scores(text: str) -> tuple[dict[str, list[float]], set[str], str]:
                 found.setdefault(category, []).append(weight)
     if words & cues.CONSTRAINED_WORDS and any(v in low for v in cues.CONSTRAINED_VERBS):
         found.setdefault("classification", []).append(2.0)
+    nouns = found.pop("text_noun", None)
+    if nouns:
+        factor = 1.0 if "text_generation" in found else 0.5
+        found.setdefault("text_generation", []).extend(w * factor for w in nouns)
     return found, words, low
 
 

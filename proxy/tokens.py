@@ -137,7 +137,7 @@ def count_tools_tokens(tools: Iterable[Any]) -> int:
         n_props = len(props) if isinstance(props, Mapping) else 0
         size = len(str(fn.get("name") or "")) + len(str(fn.get("description") or ""))
         if isinstance(params, Mapping):
-            size += len(orjson.dumps(params))
+            size += _json_size(params)
         total += TOOL_FUNCTION_OVERHEAD + n_props * TOOL_PROPERTY_OVERHEAD + round(size / TOOL_CHARS_PER_TOKEN)
     return total + TOOLS_OVERHEAD if any_tool else 0
 
@@ -168,5 +168,12 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
         total += count_tools_tokens(tools)
     fmt = body.get("response_format")
     if isinstance(fmt, Mapping) and isinstance(fmt.get("json_schema"), Mapping):
-        total += count_text_tokens(orjson.dumps(fmt["json_schema"]).decode())
+        total += round(_json_size(fmt["json_schema"]) / TOOL_CHARS_PER_TOKEN)
     return total
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # not JSON-encodable (orjson.JSONEncodeError): a rough size is enough
+        return len(str(value))

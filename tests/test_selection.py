@@ -71,7 +71,7 @@ MATRIX_CASES = [
     ("classification", 1, "balanced", "openai/gpt-4.1-nano", "tutorial default"),
     ("classification", 3, "balanced", "google/gemini-2.5-flash", "a subtle extraction needs more than the smallest"),
     ("classification", 5, "best_quality", "anthropic/claude-sonnet-4", "never below the balanced choice"),
-    ("qa_retrieval", 1, "balanced", "google/gemini-2.5-flash-lite", "complexity map"),
+    ("qa_retrieval", 1, "balanced", "google/gemini-2.5-flash", "tutorial default, even for trivia"),
     ("qa_retrieval", 2, "balanced", "google/gemini-2.5-flash", "tutorial default"),
     ("qa_retrieval", 4, "balanced", "anthropic/claude-sonnet-4", "tutorial: high_complexity from 4"),
     ("qa_retrieval", 2, "cheapest", "meta-llama/llama-4-maverick", "tutorial: cost_optimized"),
@@ -113,7 +113,7 @@ def test_every_category_has_a_row_and_complexity_moves_the_choice(policy: Policy
 def test_default_preference_comes_from_the_policy(tmp_path: Path) -> None:
     p = custom_policy(tmp_path, {"default_preference": "best_quality"})
     plan = select(cls("qa_retrieval", 1), p, RouteOptions(), frozenset(p.models))
-    assert plan.preference == "best_quality" and plan.primary == "google/gemini-2.5-flash"
+    assert plan.preference == "best_quality" and plan.primary == "google/gemini-2.5-flash"  # the default slot
 
 
 def test_long_context_rule_for_coding(policy: Policy, everything: frozenset[str]) -> None:
@@ -143,14 +143,14 @@ def test_requested_output_counts_against_context_and_max_output(policy: Policy, 
 
 def test_tools_constraint(tmp_path: Path) -> None:
     p = custom_policy(tmp_path, models={"google/gemini-2.5-flash-lite": {"supports_tools": False}})
-    plan = select(cls("qa_retrieval", 1, tools=True), p, RouteOptions(), frozenset(p.models))
+    plan = select(cls("complex_coding", 1, tools=True), p, RouteOptions(), frozenset(p.models))
     assert plan.primary != "google/gemini-2.5-flash-lite" and p.models[plan.primary].tier == 4
     assert "has no tool calling" in plan.reason
     assert all(p.models[m].supports_tools for m in plan.models)
 
 
 def test_vision_constraint(policy: Policy, everything: frozenset[str]) -> None:
-    plan = select(cls("qa_retrieval", 1, vision=True), policy, RouteOptions(), everything)
+    plan = select(cls("complex_coding", 1, vision=True), policy, RouteOptions(), everything)
     assert policy.models[plan.primary].supports_vision
     assert "takes no images" in plan.reason
     assert all(policy.models[m].supports_vision for m in plan.models)

@@ -126,3 +126,9 @@ def test_json_schema_response_format_is_counted() -> None:
     body = {"messages": [{"role": "user", "content": "extract"}]}
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
     assert tokens.estimate_input_tokens(dict(body, response_format=schema)) > tokens.estimate_input_tokens(body) + 10
+
+
+def test_unencodable_schemas_fall_back_to_a_rough_size() -> None:
+    odd = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"big": 2**80, "odd": {1, 2}}}}
+    base = {"messages": [{"role": "user", "content": "hi"}]}
+    assert tokens.estimate_input_tokens(dict(base, tools=[odd])) > tokens.estimate_input_tokens(base)

@@ -47,6 +47,7 @@ from tests.eval.docs import expand  # noqa: E402
 
 REQUESTS = Path(__file__).with_name("requests.jsonl")
 HOLDOUT = Path(__file__).with_name("holdout.jsonl")
+HOLDOUT2 = Path(__file__).with_name("holdout2.jsonl")
 GENERAL_FRONTIER = "anthropic/claude-sonnet-4"
 TARGETS = {"accuracy": 0.90, "adequate": 0.97, "cost_share": 0.25}
 
@@ -196,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(args.policy, {})
     result = evaluate(policy, load_requests())
     print(report(result, args.verbose))
-    if HOLDOUT.is_file():
-        print(report(evaluate(policy, load_requests(HOLDOUT)), args.verbose, title="held-out set"))
+    for path, title in ((HOLDOUT, "held-out set 1 (seen once, then two lexicon fixes)"), (HOLDOUT2, "held-out set 2 (written after the classifier was frozen)")):
+        if path.is_file():
+            print(report(evaluate(policy, load_requests(path)), args.verbose, title=title))
     met = {
         "accuracy": result.accuracy >= TARGETS["accuracy"],
         "adequate": result.adequate_share >= TARGETS["adequate"],
