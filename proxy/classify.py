@@ -201,8 +201,8 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
     code_like = f.fences >= 2 or f.density >= 8
     if f.fences >= 2:
         scores["complex_coding"] += 3.0
-    elif f.density >= 8:
-        scores["complex_coding"] += 2.5
+    elif f.density >= 8:  # unfenced code: as strong as a fenced block, stronger when it is most of the turn
+        scores["complex_coding"] += 4.5 if f.density >= 20 else 3.0
     elif f.density >= 4:
         scores["complex_coding"] += 1.0
     if not f.fences and ask.count("`") >= 2 and any(ch in ask for ch in "=([{."):

@@ -27,7 +27,8 @@ _WORDS: list[tuple[str, float, str]] = [
         trade-offs trade-off equilibrium logic logically infer hypothesis solve equation equations
         integral derivative eigenvalue eigenvalues converge converges convergence asymptotic
         decompose dilemma game-theoretic bayesian combinatorics permutations combinations divisible
-        integers parity modulo
+        integers parity modulo roots minimum maximum minimise minimize maximise maximize polynomial
+        quadratic
         reasoning flaw fallacy fermi intuition odds
         wahrscheinlichkeit gleichung gleichungen löse berechne strategie optimale logik
         probabilité équation équations résous résoudre stratégie optimale logique
@@ -49,7 +50,7 @@ _WORDS: list[tuple[str, float, str]] = [
         unit database schema migration docker kubernetes library framework react django flask fastapi
         css html yaml cli git commit merge backend frontend microservice microservices latency memory
         leak mongodb redis datenbank"""),
-    ("complex_coding", 1, "test tests method methods"),
+    ("complex_coding", 1, "test tests method methods fail fails failing broken"),
     ("text_generation", 3, """
         rewrite rephrase paraphrase proofread translate translation summarize summarise summary tldr
         tl;dr brainstorm schreibe verfasse formuliere übersetze übersetzung zusammenfassung fasse
@@ -187,8 +188,9 @@ DEFINITIONAL_CJK = ("是什么意思", "什么意思", "的意思", "是什么",
 MATH = re.compile(r"[=^∑∫√≤≥∀∃∈π±×÷∞≠≈]|\\(?:frac|sum|int|sqrt|lim|forall|exists|mathbb|cdot|le|ge)\b|\$[^\s$][^$\n]{0,78}(?<=[^\s$])\$")
 LIST_ITEM = re.compile(r"(?m)^\s*(?:[-*•]|\d{1,2}[.)])\s+\S")
 LENGTH_ASK = re.compile(r"(\d{1,3}(?:[,.]\d{3})+|\d{2,5})\s*(?:-\s*)?(words?|wörter|wörtern|mots|palabras|字|語|文字|pages?|seiten)\b", re.IGNORECASE)
-CODE_MARKERS = ("def ", "return ", "import ", "class ", "function ", "=> ", "{\n", "};", "#include", "const ",
-                "self.", ");", "let ", "</", "select ", ".append(", "= [", "):\n", "for (", "elif ", "println(")
+CODE_MARKERS_COMMON = ("return ", ");", "{\n", "):\n", "</", "import ")  # checked first; most code has one
+CODE_MARKERS = ("def ", "class ", "function ", "=> ", "};", "#include", "const ", "self.", "let ",
+                "select ", ".append(", "= [", "for (", "elif ", "println(")
 LENGTH_UNITS = ("word", "wört", "mots", "palabra", "page", "seite", "字", "語")
 CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")  # kana and ideographs
 
@@ -214,11 +216,15 @@ def _build_substrings(rows: list[tuple[str, float, str]], sep: str | None) -> tu
 
 WORD_CUES: dict[str, tuple[tuple[str, float], ...]] = _build_words()
 WORD_SET = frozenset(WORD_CUES)
+# Characters that separate words (kept: ' and -, which belong to words like "what's", "big-o").
+PUNCT = str.maketrans({c: " " for c in "!\"#$%&()*+,./:;<=>?@[\\]^_`{|}~\n\t\r“”‘’«»¿¡…，。！？、：；（）「」『』【】"})
 PHRASE_CUES = _build_substrings(_PHRASES, "|")
-# Phrases indexed by their first word: only phrases whose first word occurs are searched.
+# Phrases as whole words (" why do " does not match "why does"), indexed by their first word:
+# only phrases whose first word occurs are searched.
 PHRASES_BY_FIRST: dict[str, tuple[tuple[str, str, float], ...]] = {}
-for _cue in PHRASE_CUES:
-    PHRASES_BY_FIRST[_cue[0].split()[0]] = PHRASES_BY_FIRST.get(_cue[0].split()[0], ()) + (_cue,)
+for _phrase, _category, _weight in PHRASE_CUES:
+    _words = _phrase.translate(PUNCT).split()
+    PHRASES_BY_FIRST[_words[0]] = PHRASES_BY_FIRST.get(_words[0], ()) + ((" " + " ".join(_words) + " ", _category, _weight),)
 PHRASE_FIRST = frozenset(PHRASES_BY_FIRST)
 CJK_CUES = _build_substrings(_CJK, None)
 

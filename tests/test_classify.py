@@ -44,6 +44,9 @@ CASES: list[tuple[str, dict, str, int, int]] = [
     ("math-symbols", user("Show that ∑_{k=1}^{n} k^3 = (n(n+1)/2)^2 for all n ≥ 1."), "deep_reasoning", 3, 5),
     ("json-extraction", user("Pull the invoice number, date and total out of: 'Invoice INV-2291 dated 2024-03-02, "
                              "total due EUR 310.00'", response_format={"type": "json_object"}), "classification", 1, 2),
+    ("unfenced-code-question", user("why does this fail: for (i=0;i<n;i++) { sum += a[i]; } return sum;"),
+     "complex_coding", 1, 3),
+    ("math-without-proof-words", user("Let f(x) = x^2 - 4x + 3. Find the roots and the minimum of f."), "deep_reasoning", 2, 4),
     ("long-code-file", user("Find the bug that makes totals off by one.\n\n```python\n" + CODE + "\n```"), "complex_coding", 3, 5),
     # Tools and agents
     ("tool-needed", user("Is it raining in Oslo right now?", tools=[tool("get_weather", "Current weather for a city.")]),
