@@ -60,6 +60,11 @@ def _encoder() -> Any:
     return tiktoken.get_encoding(ENCODING)
 
 
+def warm_up() -> None:
+    """Load the encoding now (~0.3 s), not on the first request: call once at start-up."""
+    _encoder().encode_ordinary("warm up")
+
+
 def count_text_tokens(text: str) -> int:
     """Tokens in `text`: exact up to EXACT_LIMIT characters, sampled and extrapolated beyond."""
     n = len(text)

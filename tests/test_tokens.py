@@ -132,3 +132,8 @@ def test_unencodable_schemas_fall_back_to_a_rough_size() -> None:
     odd = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"big": 2**80, "odd": {1, 2}}}}
     base = {"messages": [{"role": "user", "content": "hi"}]}
     assert tokens.estimate_input_tokens(dict(base, tools=[odd])) > tokens.estimate_input_tokens(base)
+
+
+def test_warm_up_loads_the_encoding() -> None:
+    tokens.warm_up()
+    assert tokens._encoder.cache_info().currsize == 1
