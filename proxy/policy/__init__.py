@@ -101,6 +101,9 @@ def _check_cross_references(policy: Policy, directory: Path) -> None:
     local = policy.routing.local_model
     if local and policy.resolve_model(local) is None:
         problems.append(f"{directory}/routing.yaml local_model: unknown model {local!r}")
+    for where, model_id in policy.routing.model_references():
+        if model_id not in policy.models:
+            problems.append(f"{directory}/routing.yaml {where}: unknown model {model_id!r}")
     for model_id in policy.dispatch.strategies:
         if model_id not in policy.models:
             problems.append(f"{directory}/dispatch.yaml strategies.{model_id}: unknown model")

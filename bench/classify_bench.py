@@ -1,0 +1,93 @@
+"""Benchmark: classify + select time per request (a script, not a test).
+
+    PYTHONPATH=$PWD python bench/classify_bench.py [--rounds 200]
+
+Prints p50 / p99 / max in microseconds for
+  * short prompts: every request of tests/eval/requests.jsonl under 4k tokens, each timed
+    `--rounds` times, interleaved, and six generated 2k-4k-token prompts (p99 <= 200 us);
+  * a 100k-token document (a generated contract with a summarise instruction; p99 <= 5 ms).
+Each sample times one `classify(body)` plus one `select(...)` with perf_counter_ns; the
+garbage collector stays on, so its pauses are in the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from proxy.classify import classify  # noqa: E402
+from proxy.policy import load_policy  # noqa: E402
+from proxy.route_options import RouteOptions  # noqa: E402
+from proxy.selection import select  # noqa: E402
+from tests.eval.docs import make_document  # noqa: E402
+from tests.eval.run_eval import load_requests  # noqa: E402
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _time(bodies: list[dict], rounds: int, policy, available) -> list[float]:  # type: ignore[no-untyped-def]
+    options = RouteOptions()
+    for body in bodies:  # warm caches (tiktoken, regex) outside the measurement
+        select(classify(body), policy, options, available)
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for body in bodies:
+            start = clock()
+            select(classify(body), policy, options, available)
+            samples.append((clock() - start) / 1000)
+    return samples
+
+
+def _line(name: str, samples: list[float]) -> str:
+    return (f"{name:34s} n={len(samples):6d}  p50 {_percentile(samples, 0.5):8.1f} us  "
+            f"p99 {_percentile(samples, 0.99):8.1f} us  max {max(samples):8.1f} us")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="classify+select latency")
+    parser.add_argument("--rounds", type=int, default=200)
+    args = parser.parse_args(argv)
+    policy = load_policy(ROOT / "policies", {})
+    available = frozenset(policy.models)
+    short = [r["body"] for r in load_requests() if classify(r["body"]).estimated_input_tokens < 4000]
+    near_limit = [
+        {"model": "auto", "messages": [{"role": "user", "content": f"{ask}\n\n{make_document(kind, words, 7)}"}]}
+        for kind, words, ask in (
+            ("paper_en", 2600, "Summarise the method and the main result of this paper."),
+            ("code_py", 2200, "Find the bug in this module and explain the fix."),
+            ("report_zh", 2000, "请总结以下报告。"),
+            ("contract_de", 2100, "Welche Kündigungsfristen nennt dieser Vertrag?"),
+            ("log", 850, "What went wrong in these logs?"),
+            ("transcript_es", 2600, "Resume las decisiones de esta reunión."),
+        )
+    ]
+    near_limit = [b for b in near_limit if 2000 <= classify(b).estimated_input_tokens < 4000]
+    doc = make_document("contract_en", 84_000, 42)  # ~100k tokens
+    big = {"model": "auto", "messages": [
+        {"role": "system", "content": "You are a careful legal analyst."},
+        {"role": "user", "content": "Summarise the obligations of each party in the agreement below.\n\n" + doc},
+    ]}
+    tokens = classify(big).estimated_input_tokens
+    short_samples = _time(short, args.rounds, policy, available)
+    near_samples = _time(near_limit, args.rounds, policy, available)
+    big_samples = _time([big], max(50, args.rounds // 2), policy, available)
+    print(_line(f"short prompts ({len(short)} requests)", short_samples) + "   target p99 <= 200 us")
+    print(_line(f"2k-4k-token prompts ({len(near_limit)} requests)", near_samples) + "   target p99 <= 200 us")
+    print(_line(f"document ({tokens:,} tokens)", big_samples) + "   target p99 <= 5000 us")
+    ok = max(_percentile(short_samples, 0.99), _percentile(near_samples, 0.99)) <= 200 and _percentile(big_samples, 0.99) <= 5000
+    print("targets met" if ok else "TARGETS NOT MET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
