@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Mapping
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy import pipeline
+from proxy import admin_ops, pipeline
+from proxy.disconnect import CancelOnDisconnect
 from proxy.errors import NotFound, ProxyError
 from proxy.policy import Policy
 from proxy.settings import Settings, load_environ
@@ -44,7 +46,9 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             Route("/models", list_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *admin_ops.routes,
         ],
+        middleware=[Middleware(CancelOnDisconnect)],  # a client that leaves cancels its handler
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

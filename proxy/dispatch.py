@@ -1,79 +1,179 @@
 """RoutePlan -> a completion or an open stream: walk the plan's models and their deployments.
 
-Falls back down the plan on retryable failures (429, 5xx, timeouts, refused connections,
-garbage); returns a non-retryable 4xx at once. For streams the first chunk is fetched
-before the stream is handed over, so a fallback can still happen before the first byte
-reaches the client.
+For each model of the plan (then `dispatch.last_resort`), its usable deployments in the
+order of the model's strategy (proxy/deployments.py); for each deployment up to
+1 + `retries` attempts with backoff (proxy/retry.py). Before each attempt the deployment's
+breaker (proxy/health.py) and capacity gate (proxy/gate.py) are asked: an open breaker or
+a full deployment is skipped, not waited for.
+
+Retryable failures (429, 5xx, timeouts, refused connections, garbage) move on; a
+non-retryable 4xx is returned at once. The request's deadline (`deadline`, or
+`routing.max_latency_s` from the call) bounds every attempt and every backoff wait. For
+streams the attempt lasts until the first substantive chunk (content, tool call, finish),
+bounded by the deployment's `first_token_s` (and the deadline); only then is the stream
+handed over, so a fallback can still happen before the first byte reaches the client. The
+deadline bounds the time to that first chunk, not the length of the stream.
+
+Cancellation (the client went away) propagates into the upstream call at once; every
+attempt still releases its lease and in-flight count.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from proxy.errors import ProxyError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+import anyio
+import orjson
+
+from proxy.attempts import Attempt, DispatchObserver, NullObserver, Outcome
+from proxy.deployments import Balancer, DeploymentTable
+from proxy.dispatch_errors import attempts_header, exhausted, rejected
+from proxy.dispatch_stream import OpenStream, substantive
+from proxy.gate import DeploymentGate, LocalGate
+from proxy.health import PASS, DeploymentHealth, Ticket
 from proxy.policy import Policy
 from proxy.policy.registry import Deployment, ModelSpec
 from proxy.providers import Providers
 from proxy.providers.base import ChunkStream, Completion, UpstreamCall, UpstreamError
 from proxy.providers.http import Upstreams
+from proxy.retry import retry_wait_s
 from proxy.upstream_body import upstream_body
 
-
-@dataclass
-class Attempt:
-    model: str
-    deployment: str
-    provider: str
-    started: float
-    seconds: float = 0.0
-    error: UpstreamError | None = None
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "deployment": self.deployment, "provider": self.provider}
-        if self.error is not None:
-            out.update(status=self.error.status, kind=self.error.kind, reason=self.error.message)
-        return out
-
-
-@dataclass
-class Outcome:
-    """What dispatch did: every attempt in order, and the model/deployment that answered."""
-
-    attempts: list[Attempt] = field(default_factory=list)
-    model: ModelSpec | None = None
-    deployment: Deployment | None = None
-    upstream_seconds: float = 0.0
-
-    @property
-    def tried_models(self) -> list[str]:
-        seen: list[str] = []
-        for a in self.attempts:
-            if a.model not in seen:
-                seen.append(a.model)
-        return seen
-
-
-@dataclass
-class OpenStream:
-    first: dict[str, Any]
-    rest: AsyncIterator[dict[str, Any]]
-    stream: ChunkStream
+__all__ = ["Attempt", "Dispatcher", "OpenStream", "Outcome", "attempts_header", "exhausted", "rejected"]
 
 
 class Dispatcher:
-    def __init__(self, policy: Policy, upstreams: Upstreams, providers: Providers, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        upstreams: Upstreams,
+        providers: Providers,
+        environ: Mapping[str, str],
+        *,
+        gate: DeploymentGate | None = None,
+        observer: DispatchObserver | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy
         self.upstreams = upstreams
         self.providers = providers
         self.environ = environ
+        self.table = DeploymentTable(policy, environ)
+        self.balancer = Balancer(self.table)
+        self.health = DeploymentHealth(self.table, policy.dispatch.cooldown, clock=clock, on_change=self._breaker_changed)
+        self.gate: DeploymentGate = gate or LocalGate(clock)
+        self.observer: DispatchObserver = observer or NullObserver()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._estimate_tokens = any(d.tpm for d in policy.deployments)
+        last = policy.dispatch.last_resort
+        self._last_resort = policy.resolve_model(last) if last else None
 
     def usable_deployments(self, model: ModelSpec) -> list[Deployment]:
-        deps = [d for d in self.policy.deployments_for(model) if d.has_credentials(self.environ)]
-        return sorted(deps, key=lambda d: d.priority)
+        return list(self.table.for_model(model.id))
 
+    async def complete(
+        self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome, *,
+        deadline: float | None = None, est_tokens: int | None = None,
+    ) -> Completion:
+        """The first successful completion along the plan. `deadline` is a time.monotonic()
+        instant; without it, routing.max_latency_s (if set) from now."""
+        result = await self._walk(models, body, outcome, deadline, est_tokens, stream=False)
+        assert isinstance(result, Completion)
+        return result
+
+    async def open_stream(
+        self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome, *,
+        deadline: float | None = None, est_tokens: int | None = None,
+    ) -> OpenStream:
+        """A stream whose first substantive chunk has arrived. The caller must `aclose()` it."""
+        result = await self._walk(models, body, outcome, deadline, est_tokens, stream=True)
+        assert isinstance(result, OpenStream)
+        return result
+
+    # ── the walk ────────────────────────────────────────────────────────────
+    def _plan(self, models: list[ModelSpec]) -> list[ModelSpec]:
+        plan = list(dict.fromkeys(models))  # keep order, drop repeats
+        if self._last_resort is not None and self._last_resort not in plan:
+            plan.append(self._last_resort)
+        return plan
+
+    async def _walk(
+        self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome,
+        deadline: float | None, est_tokens: int | None, *, stream: bool,
+    ) -> Completion | OpenStream:
+        if deadline is None and self.policy.routing.max_latency_s:
+            deadline = self._clock() + self.policy.routing.max_latency_s
+        est = est_tokens if est_tokens is not None else (_rough_tokens(body) if self._estimate_tokens else 0)
+        w = _Walk(models, body, outcome, deadline, est, stream)
+        previous: ModelSpec | None = None
+        for model in self._plan(models):
+            deps = self.balancer.order(model.id, self.health.in_flight)
+            if not deps:
+                continue
+            if previous is not None:
+                outcome.fallbacks += 1
+                self.observer.fell_back(previous.id, model.id)
+            previous = model
+            for dep in deps:
+                result = await self._on_deployment(w, model, dep)
+                if result is not None:
+                    outcome.model, outcome.deployment = model, dep
+                    return result
+        raise exhausted(outcome, models, self.health)
+
+    async def _on_deployment(self, w: _Walk, model: ModelSpec, dep: Deployment) -> Completion | OpenStream | None:
+        """Up to 1 + retries attempts on one deployment; None: move on to the next one."""
+        dp, outcome = self.policy.dispatch, w.outcome
+        error: UpstreamError | None = None
+        for retry in range(dp.retries + 1):
+            if w.sent >= dp.max_attempts or (w.deadline is not None and self._clock() >= w.deadline):
+                outcome.deadline_hit = w.sent < dp.max_attempts
+                raise exhausted(outcome, w.models, self.health)
+            wait = 0.0
+            if error is not None:
+                wait = retry_wait_s(error, retry - 1, dp, self._rng)
+                if w.deadline is not None and self._clock() + wait >= w.deadline:
+                    return None  # no time to retry here; another deployment may answer now
+                if self.health.is_open(dep.id, model.id):
+                    return None
+                await asyncio.sleep(wait)
+                outcome.backoff_seconds += wait
+            ticket = self.health.allow(dep.id, model.id)
+            if ticket is None:  # breaker open (or its one probe is out)
+                if retry == 0:
+                    outcome.skipped.append(f"{model.id}@{dep.id}")
+                return None
+            lease = await self.gate.acquire(dep, model, w.est)
+            if lease is None:
+                self.health.neutral(dep.id, model.id, ticket)
+                outcome.attempts.append(_capacity_attempt(model, dep))
+                return None
+            w.sent += 1
+            if retry:
+                outcome.retries += 1
+                self.observer.retried(dep.provider)
+            attempt = Attempt(model.id, dep.id, dep.provider, time.perf_counter(), retry=retry, backoff_s=wait)
+            outcome.attempts.append(attempt)
+            try:
+                if w.stream:
+                    return await self._try_stream(model, dep, w.body, attempt, outcome, ticket, lease, w.deadline)
+                return await self._try_complete(model, dep, w.body, attempt, outcome, ticket, lease, w.deadline)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    raise rejected(exc, outcome) from None
+                if outcome.deadline_hit:
+                    raise exhausted(outcome, w.models, self.health) from None
+                error = exc
+        return None
+
+    # ── one attempt ─────────────────────────────────────────────────────────
     def _call(self, model: ModelSpec, dep: Deployment, body: dict[str, Any], stream: bool) -> UpstreamCall:
         return UpstreamCall(
             deployment=dep,
@@ -84,90 +184,174 @@ class Dispatcher:
             timeout=self.upstreams.timeout(dep),
         )
 
-    async def complete(self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome) -> Completion:
-        for model, dep in self._targets(models, outcome):
-            attempt = Attempt(model.id, dep.id, dep.provider, time.perf_counter())
-            outcome.attempts.append(attempt)
-            try:
-                result = await self.providers.for_format(dep.wire_format).complete(self._call(model, dep, body, False))
-            except UpstreamError as exc:
-                attempt.seconds = time.perf_counter() - attempt.started
-                outcome.upstream_seconds += attempt.seconds
-                attempt.error = exc
-                if not exc.retryable:
-                    raise rejected(exc, outcome) from None
-                continue
-            attempt.seconds = time.perf_counter() - attempt.started
-            outcome.upstream_seconds += attempt.seconds
-            outcome.model, outcome.deployment = model, dep
-            return result
-        raise exhausted(outcome, models)
+    def _limit(self, deadline: float | None, first_token_s: float | None) -> tuple[float | None, bool]:
+        """(seconds this attempt may take, whether that limit is the request's deadline)."""
+        remaining = None if deadline is None else max(0.0, deadline - self._clock())
+        if first_token_s is not None and (remaining is None or first_token_s < remaining):
+            return first_token_s, False
+        return remaining, remaining is not None
 
-    async def open_stream(self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome) -> OpenStream:
-        for model, dep in self._targets(models, outcome):
-            attempt = Attempt(model.id, dep.id, dep.provider, time.perf_counter())
-            outcome.attempts.append(attempt)
-            stream: ChunkStream | None = None
-            try:
-                stream = await self.providers.for_format(dep.wire_format).stream(self._call(model, dep, body, True))
-                rest = stream.__aiter__()
-                first = await rest.__anext__()
-            except (UpstreamError, StopAsyncIteration) as exc:
-                if stream is not None:
-                    await stream.aclose()
-                err = exc if isinstance(exc, UpstreamError) else UpstreamError(
-                    dep.provider, dep.id, "stream_cut", f"{dep.id} sent an empty stream", model=model.id
-                )
-                attempt.seconds = time.perf_counter() - attempt.started
-                outcome.upstream_seconds += attempt.seconds
-                attempt.error = err
-                if not err.retryable:
-                    raise rejected(err, outcome) from None
-                continue
-            outcome.model, outcome.deployment = model, dep
-            return OpenStream(first, rest, stream)
-        raise exhausted(outcome, models)
-
-    def _targets(self, models: list[ModelSpec], outcome: Outcome):  # type: ignore[no-untyped-def]
-        for model in models:
-            for dep in self.usable_deployments(model):
-                yield model, dep
-
-
-def rejected(exc: UpstreamError, outcome: Outcome) -> ProxyError:
-    """A non-retryable upstream 4xx, passed back with its status and meaning."""
-    status = exc.status or 400
-    if status in (401, 403):
-        # The proxy's own provider credentials were refused: the operator's problem, not the
-        # client's, so not a 401/403 that an SDK would read as "your key is wrong".
-        code, status = "upstream_authentication_failed", 502
-    elif 400 <= status < 500:
-        code = {404: "upstream_not_found", 413: "upstream_request_too_large"}.get(status, "upstream_bad_request")
-    else:
-        code, status = "upstream_bad_request", 400
-    return UpstreamRejected(
-        f"The upstream rejected the request: {exc.message}",
-        status=status,
-        code=code,
-        headers=attempts_header(outcome),
-    )
-
-
-def exhausted(outcome: Outcome, models: list[ModelSpec]) -> UpstreamFailed:
-    names = ", ".join(m.id for m in models)
-    if not outcome.attempts:
-        return UpstreamFailed(
-            f"No usable deployment for {names}: set the provider's API key (see policies/models.yaml "
-            "`api_key_env`) or add a deployment.",
-            code="no_usable_deployment",
-            status=503,
+    def _timed_out(self, model: ModelSpec, dep: Deployment, outcome: Outcome, seconds: float | None, is_deadline: bool) -> UpstreamError:
+        if is_deadline:
+            outcome.deadline_hit = True
+            return UpstreamError(dep.provider, dep.id, "timeout", f"{dep.id} had not answered when the request's deadline passed", model=model.id)
+        return UpstreamError(
+            dep.provider, dep.id, "first_token_timeout", f"{dep.id} sent no first token within {seconds:g}s", model=model.id
         )
-    summaries = [a.summary() for a in outcome.attempts]
-    all_timeouts = all(a.error is not None and a.error.kind == "timeout" for a in outcome.attempts)
-    cls = UpstreamTimeout if all_timeouts else UpstreamFailed
-    causes = "; ".join(f"{a.deployment}: {a.error.message}" for a in outcome.attempts if a.error)
-    return cls(f"Every upstream attempt failed ({causes}). Retry later.", attempts=summaries, headers=attempts_header(outcome))
+
+    async def _try_complete(
+        self, model: ModelSpec, dep: Deployment, body: dict[str, Any], attempt: Attempt, outcome: Outcome,
+        ticket: Ticket, lease: object, deadline: float | None,
+    ) -> Completion:
+        call = self._call(model, dep, body, False)
+        limit, is_deadline = self._limit(deadline, None)
+        self.health.begin(dep.id)
+        result: Completion | None = None
+        error: UpstreamError | None = None
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    result = await self.providers.for_format(dep.wire_format).complete(call)
+            except TimeoutError:
+                error = self._timed_out(model, dep, outcome, limit, is_deadline)
+            except UpstreamError as exc:
+                error = exc
+        except BaseException as exc:  # cancelled (the client went away, the server stops) or a bug
+            await self._settle(attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, aborted=_aborted(exc))
+            raise
+        usage = result.usage if result is not None else None
+        await self._settle(attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, error=error, usage=usage)
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    async def _try_stream(
+        self, model: ModelSpec, dep: Deployment, body: dict[str, Any], attempt: Attempt, outcome: Outcome,
+        ticket: Ticket, lease: object, deadline: float | None,
+    ) -> OpenStream:
+        call = self._call(model, dep, body, True)
+        limit, is_deadline = self._limit(deadline, dep.timeouts.first_token_s)
+        self.health.begin(dep.id)
+        upstream: ChunkStream | None = None
+        chunks: Any = None
+        buffered: list[dict[str, Any]] = []
+        ended = False
+        error: UpstreamError | None = None
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    upstream = await self.providers.for_format(dep.wire_format).stream(call)
+                    chunks = upstream.__aiter__()
+                    while True:  # buffer until something worth sending: no byte has left yet
+                        chunk = await chunks.__anext__()
+                        buffered.append(chunk)
+                        if substantive(chunk):
+                            break
+            except StopAsyncIteration:
+                ended = True
+                if not buffered:
+                    error = UpstreamError(dep.provider, dep.id, "stream_cut", f"{dep.id} sent an empty stream", model=model.id)
+            except TimeoutError:
+                error = self._timed_out(model, dep, outcome, limit, is_deadline)
+            except UpstreamError as exc:
+                error = exc
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await _close(upstream, chunks)
+            await self._settle(attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, aborted=_aborted(exc))
+            raise
+        waited = time.perf_counter() - attempt.started
+        if error is not None:
+            await _close(upstream, chunks)
+            await self._settle(attempt, outcome, model, dep, ticket, lease, waited, error=error)
+            raise error
+        assert upstream is not None
+        attempt.ttft_s = waited
+        self.health.success(dep.id, model.id, ticket)  # it answered: closes a half-open breaker now
+        return OpenStream(self, attempt, outcome, model, dep, lease, upstream, chunks, buffered, ended, waited)
+
+    async def _settle(
+        self, attempt: Attempt, outcome: Outcome, model: ModelSpec, dep: Deployment, ticket: Ticket | None,
+        lease: object, seconds: float, *, error: UpstreamError | None = None, usage: Any = None, aborted: str | None = None,
+    ) -> None:
+        """An attempt is over: time, health, metrics, and the gate's lease back (even if cancelled).
+        `aborted`: "cancelled" or "internal" when it ended without an upstream verdict."""
+        attempt.seconds = seconds
+        attempt.error = error if error is not None else attempt.error
+        attempt.usage = usage
+        outcome.upstream_seconds += seconds
+        self.health.end(dep.id)
+        if ticket is not None:
+            if error is not None and error.retryable and not (outcome.deadline_hit and error.kind == "timeout"):
+                self.health.failure(dep.id, model.id, ticket, error.message)
+            elif error is None and aborted is None:
+                self.health.success(dep.id, model.id, ticket)
+            else:  # a 4xx, a cancellation, or cut short by the request's own deadline
+                self.health.neutral(dep.id, model.id, ticket)
+        kind = metric_kind(error) if error is not None else aborted
+        self.observer.observe_upstream_attempt(
+            deployment=dep.id, provider=dep.provider, model=model.id, seconds=seconds, error=kind, ttft_s=attempt.ttft_s
+        )
+        tokens = usage.total_tokens if usage is not None and not usage.counted else None
+        with anyio.CancelScope(shield=True):
+            await self.gate.release(lease, tokens)
+
+    async def stream_closed(self, s: OpenStream) -> None:
+        """Called once by OpenStream.aclose(): the stream's attempt is over."""
+        error = s.error
+        if error is not None and error.retryable:
+            self.health.failure(s.deployment.id, s.model.id, PASS, error.message)
+        await self._settle(
+            s.attempt, s.outcome, s.model, s.deployment, None, s.lease, s.upstream_seconds,
+            error=error, usage=s.usage, aborted="cancelled" if not s.finished and error is None else None,
+        )
+
+    def _breaker_changed(self, deployment: str, state: str) -> None:
+        self.observer.set_cooldown(deployment, state)
 
 
-def attempts_header(outcome: Outcome) -> dict[str, str]:
-    return {"x-autoroute-attempts": ",".join(f"{a.model}@{a.deployment}" for a in outcome.attempts)}
+def metric_kind(error: UpstreamError) -> str:
+    """Our error kinds in the metrics module's vocabulary (proxy/metrics.py ERROR_KINDS)."""
+    if error.kind == "rejected":
+        return "auth" if error.status in (401, 403) else "client_error"
+    return {"bad_response": "malformed"}.get(error.kind, error.kind)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """One request's way through the plan."""
+
+    models: list[ModelSpec]
+    body: dict[str, Any]
+    outcome: Outcome
+    deadline: float | None
+    est: int
+    stream: bool
+    sent: int = 0  # upstream attempts so far (capacity skips are not sent)
+
+
+def _aborted(exc: BaseException) -> str:
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "internal"
+
+
+def _capacity_attempt(model: ModelSpec, dep: Deployment) -> Attempt:
+    limits = ", ".join(f"{k} {v}" for k, v in (("max_concurrent", dep.max_concurrent), ("rpm", dep.rpm), ("tpm", dep.tpm)) if v)
+    err = UpstreamError(dep.provider, dep.id, "capacity", f"{dep.id} is at capacity ({limits})", model=model.id)
+    return Attempt(model.id, dep.id, dep.provider, time.perf_counter(), error=err)
+
+
+async def _close(upstream: ChunkStream | None, chunks: Any) -> None:
+    if chunks is not None and hasattr(chunks, "aclose"):
+        try:
+            await chunks.aclose()
+        except Exception:  # noqa: BLE001  (closing a broken stream: nothing more to learn)
+            pass
+    if upstream is not None:
+        await upstream.aclose()
+
+
+def _rough_tokens(body: dict[str, Any]) -> int:
+    """Prompt size estimate for tpm gates (~4 bytes a token) plus the requested output."""
+    out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return len(orjson.dumps(body.get("messages", []))) // 4 + (out if isinstance(out, int) else 0)

@@ -9,7 +9,8 @@ request is accounted exactly once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -40,8 +41,10 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         if ex.stream:
             opened = await state.dispatcher.open_stream(ex.models, body, ex.outcome)
             handed_off = True
-            return StreamingResponse(
-                stream_events(state, ex, body, opened),
+            events = stream_events(state, ex, body, opened)
+            first = await anext(events)  # started: its cleanup now runs however the response ends
+            return RelayResponse(
+                events, first,
                 media_type="text/event-stream",
                 headers={**ex.response_headers(), "cache-control": "no-cache"},
             )
@@ -56,9 +59,36 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         accounting.finish(ex)
         exc.headers.update(ex.response_headers())
         raise
+    except asyncio.CancelledError:  # the client left (proxy/disconnect.py) or the server stops
+        accounting.finish(ex, 499)
+        ex.error_type, ex.error_code = "client_closed", "client_disconnected"
+        raise
     finally:
         if not handed_off:
-            await state.record(ex)
+            with anyio.CancelScope(shield=True):
+                await state.record(ex)
+
+
+class RelayResponse(StreamingResponse):
+    """The SSE relay. If the response never gets to iterate the relay (the client left
+    first), the relay is closed here, so its cleanup (close upstream, account) still runs."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], first: bytes, **kwargs: Any) -> None:
+        super().__init__(_prepend(first, events), **kwargs)
+        self._events = events
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
@@ -93,7 +123,7 @@ def plan_models(state: AppState, ex: Exchange, body: dict[str, Any], headers: Ma
     return [model]
 
 
-async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], opened: OpenStream) -> AsyncIterator[bytes]:
+async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], opened: OpenStream) -> AsyncGenerator[bytes, None]:
     """Relay the upstream stream as OpenAI SSE; account once, however it ends."""
     model_id = ex.outcome.model.id if ex.outcome.model else body["model"]
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from proxy.dispatch import Dispatcher
 from proxy.exchange import Exchange
+from proxy.gate import DeploymentGate
+from proxy.health import DeploymentHealth
 from proxy.policy import Policy, load_policy
 from proxy.providers import Providers
 from proxy.providers.http import Upstreams
@@ -29,6 +31,10 @@ class AppState:
     upstreams: Upstreams
     litellm: LazyLitellm
     dispatcher: Dispatcher
+    # dispatch (issue 5): breakers + in-flight per deployment (admin, metrics, selector's
+    # available_models()) and the per-deployment capacity gate (Dispatcher(gate=...) for a Redis one)
+    health: DeploymentHealth
+    gate: DeploymentGate
 
     @property
     def needs_translation(self) -> bool:
@@ -44,6 +50,7 @@ class AppState:
         )
 
     async def shutdown(self) -> None:
+        await self.health.wait_idle(timeout=2.0)  # streams cut at the grace's end settle first
         await self.upstreams.aclose()
 
     async def ready(self) -> dict[str, bool]:
@@ -62,4 +69,4 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     upstreams = Upstreams(policy, environ)
     litellm = LazyLitellm()
     dispatcher = Dispatcher(policy, upstreams, Providers(litellm), environ)
-    return AppState(settings, policy, environ, upstreams, litellm, dispatcher)
+    return AppState(settings, policy, environ, upstreams, litellm, dispatcher, dispatcher.health, dispatcher.gate)

@@ -77,13 +77,20 @@ class Provider(Protocol):
         ...
 
 
+RETRYABLE_KINDS = frozenset(
+    {"timeout", "first_token_timeout", "connect", "rate_limited", "server_error", "bad_response", "stream_cut"}
+)
+
+
 @dataclass
 class UpstreamError(Exception):
     """An attempt failed. `message` is short and safe to show: no keys, no bodies."""
 
     provider: str
     deployment: str
-    kind: str  # timeout | connect | rate_limited | server_error | rejected | bad_response | stream_cut
+    # timeout | first_token_timeout | connect | rate_limited | server_error | rejected |
+    # bad_response | stream_cut; dispatch adds capacity (skipped, never sent)
+    kind: str
     message: str
     status: int | None = None
     retry_after: float | None = None
@@ -95,7 +102,7 @@ class UpstreamError(Exception):
     @property
     def retryable(self) -> bool:
         """429, 5xx, timeouts, refused connections, garbage from the upstream; never other 4xx."""
-        return self.kind in ("timeout", "connect", "rate_limited", "server_error", "bad_response", "stream_cut")
+        return self.kind in RETRYABLE_KINDS
 
     def summary(self) -> dict[str, Any]:
         return {

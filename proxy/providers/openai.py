@@ -58,10 +58,16 @@ class OpenAIStream:
         self.usage: Usage | None = None
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        done = False
         try:
             async for data in iter_data(self._resp.aiter_raw()):
+                # After [DONE], read on to the body's end (it follows at once): a response
+                # closed before its end takes its connection down instead of back to the pool.
+                if done:
+                    continue
                 if data == b"[DONE]":
-                    return
+                    done = True
+                    continue
                 try:
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError:
@@ -83,6 +89,8 @@ class OpenAIStream:
             raise transport_error(exc, self._call) from None
         finally:
             await self._resp.aclose()
+        if done:
+            return
         raise UpstreamError(  # the body ended without [DONE]: the stream was cut
             self._call.deployment.provider, self._call.deployment.id, "stream_cut",
             f"{self._call.deployment.id} ended the stream early", model=self._call.model.id,

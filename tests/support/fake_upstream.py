@@ -1,11 +1,13 @@
 """A fake LLM provider on loopback: OpenAI chat completions, Anthropic messages and Gemini
 generateContent, plain and streamed, with tool calls. It records every request it gets and
-can be scripted into faults, per model, for the next N requests:
+can be scripted into faults, per model, for the next N requests (each request records the
+proxy's TCP address in `client`, so tests can count upstream connections):
 
     upstream.script("gpt-4.1", Fault.status(503), Fault.status(503))   # two 503s, then normal
     upstream.script("*", Fault.hang(5))
 
-Faults: status (any code, optional Retry-After), hang (sleep before answering), malformed
+Faults: status (any code, optional Retry-After), hang (sleep before answering; a caller
+that disconnects meanwhile is recorded in `disconnected_at`), malformed
 (200 with a body that is not JSON), cut (stream stops mid-way, no terminator), slow_first
 (stream waits before its first chunk), slow (delay between chunks). A raw ASGI app, so it
 is fast enough to serve as the benchmark's zero-delay upstream too.
@@ -72,6 +74,7 @@ class Received:
     at: float
     disconnected_at: float | None = None
     completed: bool = False
+    client: tuple[str, int] | None = None  # the proxy's end of the TCP connection (host, port)
 
 
 @dataclass
@@ -148,7 +151,8 @@ class FakeUpstream:
         else:
             return await _send(send, 404, b'{"error": {"message": "no such route"}}')
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        rec = Received(path, model, body, headers, time.monotonic())
+        client = scope.get("client")
+        rec = Received(path, model, body, headers, time.monotonic(), client=tuple(client) if client else None)
         if self.record:
             self.received.append(rec)
         fault = self._next_fault(model)
@@ -156,7 +160,12 @@ class FakeUpstream:
 
     async def _answer(self, fmt: str, model: str, body: dict, stream: bool, fault: Fault | None, rec: Received, receive: Any, send: Any) -> None:
         if fault and fault.kind == "hang":
-            await asyncio.sleep(fault.seconds)
+            disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+            done, _ = await asyncio.wait({disconnect}, timeout=fault.seconds)
+            if done:  # the caller gave up while we hung
+                rec.disconnected_at = time.monotonic()
+                return
+            disconnect.cancel()
         if fault and fault.kind == "status":
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
             msg = {"error": {"message": f"fake upstream says {fault.status}", "type": "fake_error"}}

@@ -1,0 +1,96 @@
+"""Streams under faults: fallback only before the first byte, time-to-first-token timeout,
+a cut after the first byte reported in-band, and the accounting of each."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.dispatching import MSG, fast, proxy, sdk, wait_for
+
+TEXT = "Hello from the fake upstream."
+
+
+def _text(chunks: list) -> str:  # type: ignore[type-arg]
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+@pytest.mark.parametrize("after_chunks", [0, 1])
+def test_cut_before_the_first_content_is_retried_invisibly(environ: dict, upstream: FakeUpstream, tmp_path: Path, after_chunks: int) -> None:
+    # 0: nothing at all; 1: only the role chunk (no content yet): no byte has reached the client
+    upstream.script("gpt-4.1", Fault.cut(after_chunks=after_chunks))
+    with proxy(environ, fast(tmp_path)) as (server, recorded, state):
+        chunks = list(sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG, stream=True))
+        wait_for(lambda: len(recorded) == 1)
+    assert _text(chunks) == TEXT
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1  # no duplicated prelude
+    assert len(upstream.requests_for("gpt-4.1")) == 2
+    (ex,) = recorded
+    assert ex.status == 200 and ex.outcome.retries == 1
+    assert ex.outcome.attempts[0].error.kind == "stream_cut"
+    assert ex.usage is not None and not ex.usage.counted and ex.usage.completion_tokens == 5
+    model = state.policy.models["openai/gpt-4.1"]
+    assert ex.cost_usd == pytest.approx(model.cost_usd(ex.usage.prompt_tokens, 5))
+    assert state.health.in_flight("openai") == 0
+
+
+def test_cut_after_the_first_byte_is_reported_in_band_and_accounted(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.script("gpt-4.1", Fault.cut(after_chunks=3))
+    with proxy(environ, fast(tmp_path, dispatch={"last_resort": "openai/gpt-4.1-nano"})) as (server, recorded, state):
+        stream = sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG, stream=True)
+        got = []
+        with pytest.raises(openai.APIError, match="mid-stream"):
+            for chunk in stream:
+                got.append(chunk)
+        wait_for(lambda: len(recorded) == 1)
+        snap = {d["id"]: d for d in state.health.snapshot()}
+    assert _text(got) and TEXT.startswith(_text(got)) and _text(got) != TEXT
+    assert len(upstream.requests_for("gpt-4.1")) == 1 and not upstream.requests_for("gpt-4.1-nano")  # too late
+    (ex,) = recorded
+    assert ex.status == 502 and ex.error_code == "stream_cut"
+    assert ex.usage is not None and ex.usage.counted  # no usage chunk: counted from the text sent
+    assert ex.usage.completion_tokens == (len(_text(got)) + 3) // 4
+    assert ex.outcome.attempts[0].error.kind == "stream_cut"
+    assert snap["openai"]["recent_failures"] == 1 and snap["openai"]["in_flight"] == 0
+
+
+def test_slow_first_token_times_out_and_falls_back_before_the_first_byte(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.script("gpt-4.1", Fault.slow_first(3))
+    policy = fast(tmp_path, deployments={"openai": {"timeouts": {"connect_s": 1, "read_s": 60, "first_token_s": 0.3}}})
+    with proxy(environ, policy) as (server, recorded, _state):
+        started = time.monotonic()
+        chunks = list(sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG, stream=True))
+        assert time.monotonic() - started < 1.5
+        wait_for(lambda: len(recorded) == 1)
+    assert _text(chunks) == TEXT
+    slow, fine = upstream.requests_for("gpt-4.1")
+    wait_for(lambda: slow.disconnected_at is not None)  # the slow stream was closed, not left running
+    assert slow.disconnected_at - slow.at < 0.8 and not slow.completed and fine.completed
+    (ex,) = recorded
+    first = ex.outcome.attempts[0]
+    assert first.error.kind == "first_token_timeout" and 0.25 < first.seconds < 0.8
+    assert ex.outcome.attempts[1].ttft_s is not None and ex.outcome.attempts[1].ttft_s < 0.5
+
+
+def test_slow_first_token_within_the_limit_streams_normally(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.script("gpt-4.1", Fault.slow_first(0.3))
+    policy = fast(tmp_path, deployments={"openai": {"timeouts": {"connect_s": 1, "read_s": 60, "first_token_s": 1.0}}})
+    with proxy(environ, policy) as (server, recorded, _state):
+        chunks = list(sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG, stream=True))
+        wait_for(lambda: len(recorded) == 1)
+    assert _text(chunks) == TEXT and len(upstream.requests_for("gpt-4.1")) == 1
+    assert recorded[0].outcome.attempts[0].ttft_s >= 0.3
+
+
+def test_stream_503_then_success(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.script("gpt-4.1", Fault.status(503))
+    with proxy(environ, fast(tmp_path)) as (server, recorded, _state):
+        resp = sdk(server.url).chat.completions.with_raw_response.create(model="openai/gpt-4.1", messages=MSG, stream=True)
+        assert resp.headers["x-autoroute-attempts"] == "openai/gpt-4.1@openai,openai/gpt-4.1@openai"
+        assert _text(list(resp.parse())) == TEXT
+        wait_for(lambda: len(recorded) == 1)
+    assert recorded[0].status == 200 and recorded[0].outcome.upstream_seconds > 0
