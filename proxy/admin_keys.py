@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.admin_auth import require_admin
 from proxy.errors import InvalidRequest, StoreUnavailable
 from proxy.keys import ANONYMOUS, MASTER, KeyFields, KeyRecord, bearer_token
 
@@ -39,7 +40,7 @@ def _admin(handler: Callable[[Request, Any], Awaitable[Any]]) -> Handler:
 
     async def endpoint(request: Request) -> Response:
         state = request.app.state.autoroute
-        state.keys.require_master(bearer_token(request.headers))
+        require_admin(request)
         try:
             result = await handler(request, state)
         except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:

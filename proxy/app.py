@@ -15,9 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy import admin_ops, pipeline
+from proxy import admin_keys, admin_ops, pipeline
+from proxy.admin_auth import require_admin
+from proxy.decisions import decisions_route
 from proxy.disconnect import CancelOnDisconnect
 from proxy.errors import NotFound, ProxyError
+from proxy.metrics_export import mark_worker_dead, metrics_route, multiprocess_dir, start_metrics_server
 from proxy.policy import Policy
 from proxy.settings import Settings, load_environ
 from proxy.state import AppState, build_state
@@ -33,20 +36,31 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.startup()
+        metrics_server = None
+        if settings.metrics_port and not multiprocess_dir():  # several workers: cli.py serves it
+            metrics_server, _ = start_metrics_server(settings.metrics_port, settings.host, state.metrics.registry)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             await state.shutdown()
+            mark_worker_dead()
 
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/route", route_decision, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/models", list_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            metrics_route(),
+            *admin_keys.routes,
             *admin_ops.routes,
+            decisions_route(require_admin),
         ],
         middleware=[Middleware(CancelOnDisconnect)],  # a client that leaves cancels its handler
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error, Exception: unexpected_error},
@@ -69,8 +83,13 @@ async def chat_completions(request: Request) -> Response:
     return await pipeline.handle_chat(_state(request), request)
 
 
+async def route_decision(request: Request) -> Response:
+    return await pipeline.handle_route(_state(request), request)
+
+
 async def list_models(request: Request) -> Response:
     state = _state(request)
+    available = state.health.available_models()
     created = int(time.time())
     data = [{"id": "auto", "object": "model", "created": created, "owned_by": "autoroute"}]
     for alias in ("auto:cheapest", "auto:balanced", "auto:best_quality", "auto:local"):
@@ -83,7 +102,7 @@ async def list_models(request: Request) -> Response:
                 "context_window": m.context_window, "input_usd_per_mtok": m.input_usd_per_mtok,
                 "output_usd_per_mtok": m.output_usd_per_mtok, "supports_tools": m.supports_tools,
                 "supports_vision": m.supports_vision, "self_hosted": m.self_hosted, "local": m.local,
-                "available": bool(state.dispatcher.usable_deployments(m)),
+                "available": m.id in available,
             },
         })
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

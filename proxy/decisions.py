@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import inspect
 import logging
 import time
@@ -39,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, ProxyError, StoreUnavailable
+from proxy.errors import InvalidRequest, ProxyError, StoreUnavailable
 from proxy.settings import _is_secret_name
 
 if TYPE_CHECKING:
@@ -285,27 +284,12 @@ def _overhead(total: float | None, upstream: float | None) -> float | None:
 
 
 # ── GET /admin/decisions ─────────────────────────────────────────────────────────────
-def master_key_check(request: Request) -> None:
-    """Default admin guard: `Authorization: Bearer <AUTOROUTE_MASTER_KEY>`.
-
-    With no master key configured the admin API is disabled (403), never open."""
-    master = request.app.state.autoroute.settings.master_key
-    if master is None or not master.get_secret_value():
-        raise PermissionDenied("the admin API is disabled: set AUTOROUTE_MASTER_KEY to enable it")
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthenticationFailed("missing master key: send Authorization: Bearer <master key>")
-    if not hmac.compare_digest(token.strip().encode(), master.get_secret_value().encode()):
-        raise AuthenticationFailed("invalid master key")
-
-
-def decisions_route(require_admin: AdminCheck | None = None, path: str = "/admin/decisions") -> Route:
+def decisions_route(require_admin: AdminCheck, path: str = "/admin/decisions") -> Route:
     """`GET /admin/decisions?limit=100&before=<stream id>` -> {"object": "list", "data": [...]}.
 
-    `require_admin(request)` (sync or async) raises a ProxyError to refuse; default
-    `master_key_check`. Reads `request.app.state.autoroute.decisions`."""
-    check = require_admin or master_key_check
+    `require_admin(request)` (sync or async; proxy/admin_auth.py) raises a ProxyError to
+    refuse. Reads `request.app.state.autoroute.decisions`."""
+    check = require_admin
 
     async def endpoint(request: Request) -> Response:
         try:

@@ -80,20 +80,21 @@ class Dispatcher:
 
     async def complete(
         self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome, *,
-        deadline: float | None = None, est_tokens: int | None = None,
+        deadline: float | None = None, est_tokens: int | None = None, gate: DeploymentGate | None = None,
     ) -> Completion:
         """The first successful completion along the plan. `deadline` is a time.monotonic()
-        instant; without it, routing.max_latency_s (if set) from now."""
-        result = await self._walk(models, body, outcome, deadline, est_tokens, stream=False)
+        instant; without it, routing.max_latency_s (if set) from now. `gate` replaces the
+        dispatcher's own for this request (e.g. the request's admission in the limits store)."""
+        result = await self._walk(models, body, outcome, deadline, est_tokens, gate, stream=False)
         assert isinstance(result, Completion)
         return result
 
     async def open_stream(
         self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome, *,
-        deadline: float | None = None, est_tokens: int | None = None,
+        deadline: float | None = None, est_tokens: int | None = None, gate: DeploymentGate | None = None,
     ) -> OpenStream:
         """A stream whose first substantive chunk has arrived. The caller must `aclose()` it."""
-        result = await self._walk(models, body, outcome, deadline, est_tokens, stream=True)
+        result = await self._walk(models, body, outcome, deadline, est_tokens, gate, stream=True)
         assert isinstance(result, OpenStream)
         return result
 
@@ -106,12 +107,12 @@ class Dispatcher:
 
     async def _walk(
         self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome,
-        deadline: float | None, est_tokens: int | None, *, stream: bool,
+        deadline: float | None, est_tokens: int | None, gate: DeploymentGate | None, *, stream: bool,
     ) -> Completion | OpenStream:
         if deadline is None and self.policy.routing.max_latency_s:
             deadline = self._clock() + self.policy.routing.max_latency_s
         est = est_tokens if est_tokens is not None else (_rough_tokens(body) if self._estimate_tokens else 0)
-        w = _Walk(models, body, outcome, deadline, est, stream)
+        w = _Walk(models, body, outcome, deadline, est, stream, gate or self.gate)
         previous: ModelSpec | None = None
         for model in self._plan(models):
             deps = self.balancer.order(model.id, self.health.in_flight)
@@ -150,11 +151,16 @@ class Dispatcher:
                 if retry == 0:
                     outcome.skipped.append(f"{model.id}@{dep.id}")
                 return None
-            lease = await self.gate.acquire(dep, model, w.est)
-            if lease is None:
+            try:
+                inner = await w.gate.acquire(dep, model, w.est)
+            except BaseException:  # e.g. the key is over a limit: the request ends here
+                self.health.neutral(dep.id, model.id, ticket)
+                raise
+            if inner is None:
                 self.health.neutral(dep.id, model.id, ticket)
                 outcome.attempts.append(_capacity_attempt(model, dep))
                 return None
+            lease = _Lease(w.gate, inner)
             w.sent += 1
             if retry:
                 outcome.retries += 1
@@ -294,8 +300,9 @@ class Dispatcher:
             deployment=dep.id, provider=dep.provider, model=model.id, seconds=seconds, error=kind, ttft_s=attempt.ttft_s
         )
         tokens = usage.total_tokens if usage is not None and not usage.counted else None
+        assert isinstance(lease, _Lease)
         with anyio.CancelScope(shield=True):
-            await self.gate.release(lease, tokens)
+            await lease.gate.release(lease.inner, tokens)
 
     async def stream_closed(self, s: OpenStream) -> None:
         """Called once by OpenStream.aclose(): the stream's attempt is over."""
@@ -328,7 +335,16 @@ class _Walk:
     deadline: float | None
     est: int
     stream: bool
+    gate: DeploymentGate
     sent: int = 0  # upstream attempts so far (capacity skips are not sent)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A gate's lease and the gate that must take it back."""
+
+    gate: DeploymentGate
+    inner: object
 
 
 def _aborted(exc: BaseException) -> str:

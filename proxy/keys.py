@@ -53,6 +53,7 @@ from proxy.policy.registry import ModelSpec
 from proxy.policy.routing import Preference
 
 KEY_PREFIX = "sk-ar-"
+_CHALLENGE = {"www-authenticate": "Bearer"}  # RFC 9110: a 401 says how to authenticate
 RECORD_RETENTION = timedelta(days=30)  # an expired key's record is kept this long, then dropped
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STORE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
@@ -213,9 +214,11 @@ class KeyStore:
                 code="admin_disabled",
             )
         if not token:
-            raise AuthenticationFailed("Missing master key: send Authorization: Bearer <AUTOROUTE_MASTER_KEY>.")
+            raise AuthenticationFailed(
+                "Missing master key: send Authorization: Bearer <AUTOROUTE_MASTER_KEY>.", headers=dict(_CHALLENGE)
+            )
         if not self.is_master(token):
-            raise AuthenticationFailed("Invalid master key.")
+            raise AuthenticationFailed("Invalid master key.", headers=dict(_CHALLENGE))
 
     async def open_mode(self) -> bool:
         """True when no master key is set and no key exists: every caller is anonymous."""
@@ -253,11 +256,12 @@ class KeyStore:
             return ANONYMOUS
         if not token:
             raise AuthenticationFailed(
-                "Missing API key: send Authorization: Bearer <key> (ask your operator for a key)."
+                "Missing API key: send Authorization: Bearer <key> (ask your operator for a key).",
+                headers=dict(_CHALLENGE),
             )
         record = await self._lookup(token) if token.startswith(KEY_PREFIX) else None
         if record is None:
-            raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.")
+            raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.", headers=dict(_CHALLENGE))
         if record.disabled:
             raise PermissionDenied(
                 f"API key {record.id} is disabled; ask your operator to enable it.", code="key_disabled"

@@ -148,6 +148,7 @@ class Limiter:
         per_slot: bool | None = None,
         clock: Callable[[], float] | None = None,
         on_store_error: Callable[[str, BaseException], None] | None = None,
+        on_store_call: Callable[..., None] | None = None,
         retry_interval_s: float = 1.0,
     ) -> None:
         self.redis = redis
@@ -159,6 +160,8 @@ class Limiter:
         self.per_slot = per_slot
         self.clock = clock  # None: the store's clock for windows, time.time() for periods
         self.on_store_error = on_store_error
+        # observe_store(op, seconds, failure=None | "fail_open" | "fail_closed"), e.g. Metrics.observe_store
+        self.on_store_call = on_store_call
         self.retry_interval_s = retry_interval_s
         self.op_timeout_s = policy.store_timeout_s * 4 + 0.1
         self.stats = LimiterStats()
@@ -188,19 +191,27 @@ class Limiter:
     async def _call(self, op: str, fn: Callable[[], Any]) -> Any:
         if self._down and time.monotonic() < self._down_until:
             raise _StoreFailure(op)
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.op_timeout_s):
                 result = await fn()
         except ResponseError as exc:
             if not str(exc).startswith(_UNAVAILABLE_REPLIES):
                 raise
+            self._observe(op, started, failed=True)
             self._failed(op, exc)
         except (RedisConnectionError, RedisTimeoutError, RedisError, OSError, TimeoutError) as exc:
+            self._observe(op, started, failed=True)
             self._failed(op, exc)
+        self._observe(op, started, failed=False)
         if self._down:
             self._down = False
             log.info("limits store reachable again (%s)", op)
         return result
+
+    def _observe(self, op: str, started: float, *, failed: bool) -> None:
+        if self.on_store_call is not None:
+            self.on_store_call(op, time.perf_counter() - started, failure=self.policy.on_store_error if failed else None)
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.stats.store_errors += 1

@@ -48,10 +48,10 @@ ERROR_KINDS = frozenset({
     "auth", "bad_response", "stream_cut", "cancelled",
 })
 #: Limit type -> rejection kind (`rejected(limit)`).
+#: The limiter's limit names (proxy/limits_format.py) -> rejection kind.
 LIMITS = {
-    "rpm": "rate_limit", "tpm": "rate_limit", "concurrency": "rate_limit",
-    "deployment_rpm": "rate_limit", "deployment_tpm": "rate_limit",
-    "deployment_concurrency": "rate_limit", "task_tokens": "rate_limit",
+    "requests_per_minute": "rate_limit", "tokens_per_minute": "rate_limit",
+    "deployment_capacity": "rate_limit",
     "daily_budget": "budget", "monthly_budget": "budget", "total_budget": "budget",
     "task_budget": "budget",
 }

@@ -1,30 +1,36 @@
-"""handle_chat(): the only place that strings the steps of a chat request together.
+"""handle_chat() and handle_route(): the only place the steps of a request are strung together.
 
-    read + check body -> plan (named model, or classify + select) -> dispatch -> account
+    read + check body -> auth (virtual key) -> plan (named model, or classify + select)
+      -> admit + dispatch (the admission is taken as dispatch picks a deployment)
+      -> relay -> account (settle, metrics, decision record)
 
-Every step is a call into the module that owns it; this file only decides the order and
-makes sure that whatever happens (an error, a client that goes away mid-stream) the
-request is accounted exactly once.
+Every step is a call into the module that owns it; this file decides the order and makes
+sure that, whatever happens (an error, a client that goes away mid-stream, a server that
+stops), the request is accounted exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from proxy import accounting
-from proxy.dispatch import OpenStream
-from proxy.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, ProxyError
+from proxy.admission import Admission
+from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from proxy.exchange import Exchange
-from proxy.policy.registry import ModelSpec
-from proxy.providers import sse
-from proxy.providers.base import UpstreamError
+from proxy.keys import bearer_token
+from proxy.limits_format import KeyBudgetExceeded
+from proxy.planning import Plan, plan_request
+from proxy.relay import RelayResponse, stream_events
+from proxy.route_options import is_auto
+from proxy.schemas import parse_chat_request
+from proxy.textscan import read_conversation
 
 if TYPE_CHECKING:
     from proxy.state import AppState
@@ -32,26 +38,36 @@ if TYPE_CHECKING:
 
 async def handle_chat(state: AppState, request: Request) -> Response:
     ex = Exchange()
+    state.metrics.request_started()
     handed_off = False
     try:
-        body = await read_json_body(request, state.settings.max_body_bytes)
-        ex.requested_model = body["model"]
+        body = await _begin(state, ex, request)
         ex.stream = bool(body.get("stream"))
-        ex.models = plan_models(state, ex, body, request.headers)
+        ex.plan = await _plan(state, ex, body, request.headers)
+        body.pop("route", None)  # ours, not the upstream's
+        for second_chance in (False, True):
+            ex.admission = Admission(state.limiter, ex.key, ex.plan, ex.task_id, ex.agent)  # type: ignore[arg-type]
+            try:
+                if ex.stream:
+                    opened = await state.dispatcher.open_stream(ex.plan.models, body, ex.outcome, gate=ex.admission)
+                else:
+                    completion = await state.dispatcher.complete(ex.plan.models, body, ex.outcome, gate=ex.admission)
+                break
+            except KeyBudgetExceeded as exc:
+                # Budget homeostasis, second chance: spend moved between selection and admission.
+                if second_chance or not ex.plan.routed or ex.outcome.attempts or exc.remaining_usd is None:
+                    raise
+                ex.plan = await plan_request(state, ex.decision_id, body, request.headers, ex.key,  # type: ignore[arg-type]
+                                             budget_remaining_usd=exc.remaining_usd)
         if ex.stream:
-            opened = await state.dispatcher.open_stream(ex.models, body, ex.outcome)
             handed_off = True
             events = stream_events(state, ex, body, opened)
             first = await anext(events)  # started: its cleanup now runs however the response ends
-            return RelayResponse(
-                events, first,
-                media_type="text/event-stream",
-                headers={**ex.response_headers(), "cache-control": "no-cache"},
-            )
-        completion = await state.dispatcher.complete(ex.models, body, ex.outcome)
+            return RelayResponse(events, first, media_type="text/event-stream",
+                                 headers={**ex.response_headers(), "cache-control": "no-cache"})
         result = completion.body
         result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
-        accounting.settle_usage(ex, completion.usage, ex.decision.get("estimated_input_tokens", 0), _text_chars(result))
+        accounting.settle_usage(ex, completion.usage, _text_chars(result))
         accounting.finish(ex, 200)
         return Response(orjson.dumps(result), media_type="application/json", headers=ex.response_headers())
     except ProxyError as exc:
@@ -59,9 +75,9 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         accounting.finish(ex)
         exc.headers.update(ex.response_headers())
         raise
-    except asyncio.CancelledError:  # the client left (proxy/disconnect.py) or the server stops
-        accounting.finish(ex, 499)
-        ex.error_type, ex.error_code = "client_closed", "client_disconnected"
+    except asyncio.CancelledError as exc:  # the client left (proxy/disconnect.py) or the server stops
+        ex.cancelled(exc)
+        accounting.finish(ex)
         raise
     finally:
         if not handed_off:
@@ -69,31 +85,51 @@ async def handle_chat(state: AppState, request: Request) -> Response:
                 await state.record(ex)
 
 
-class RelayResponse(StreamingResponse):
-    """The SSE relay. If the response never gets to iterate the relay (the client left
-    first), the relay is closed here, so its cleanup (close upstream, account) still runs."""
+async def handle_route(state: AppState, request: Request) -> Response:
+    """POST /v1/route: the same body as chat completions; the decision, no model called."""
+    ex = Exchange(endpoint="route")
+    try:
+        body = await _begin(state, ex, request)
+        ex.plan = await _plan(state, ex, body, request.headers)
+        accounting.finish(ex, 200)
+        decision = dict(ex.plan.decision)
+        if ex.plan.routed:
+            decision["fallback_reasons"] = [{"model": s.model, "reason": s.reason} for s in ex.plan.route.steps[1:]]  # type: ignore[union-attr]
+        return Response(orjson.dumps(decision), media_type="application/json", headers=ex.response_headers())
+    except ProxyError as exc:
+        ex.fail(exc)
+        accounting.finish(ex)
+        exc.headers["x-autoroute-decision-id"] = ex.decision_id
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await state.record(ex)
 
-    def __init__(self, events: AsyncGenerator[bytes, None], first: bytes, **kwargs: Any) -> None:
-        super().__init__(_prepend(first, events), **kwargs)
-        self._events = events
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._events.aclose()
+async def _begin(state: AppState, ex: Exchange, request: Request) -> dict[str, Any]:
+    """Body, caller and the request's task/agent labels."""
+    body = await read_json_body(request, state.settings.max_body_bytes)
+    ex.requested_model = body["model"]
+    ex.key = await state.keys.authenticate(bearer_token(request.headers))
+    headers = request.headers
+    ex.task_id = headers.get("x-task-id") or None
+    user = body.get("user")
+    ex.agent = (user if isinstance(user, str) and user else None) or headers.get("x-agent-id") or None
+    if state.policy.observability.log_prompts:
+        ex.prompt = read_conversation(body.get("messages") or []).ask
+    return body
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for item in rest:
-        yield item
+async def _plan(state: AppState, ex: Exchange, body: dict[str, Any], headers: Mapping[str, str]) -> Plan:
+    budget = None
+    key = ex.key
+    assert key is not None
+    if is_auto(body["model"]) and (key.has_budgets or ex.task_id):
+        budget = await state.limiter.budget_remaining_usd(key, ex.task_id)
+    return await plan_request(state, ex.decision_id, body, headers, key, budget_remaining_usd=budget)
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
-    from proxy.schemas import parse_chat_request
-
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} (AUTOROUTE_MAX_BODY_BYTES).")
@@ -109,73 +145,6 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     return parse_chat_request(b"".join(chunks))
 
 
-def plan_models(state: AppState, ex: Exchange, body: dict[str, Any], headers: Mapping[str, str]) -> list[ModelSpec]:
-    """A named model is used as named; `auto...` is classified and routed."""
-    name = body["model"]
-    model = state.policy.resolve_model(name)
-    if model is None:
-        raise ModelNotFound(
-            f"The model '{name}' does not exist. GET /v1/models lists the valid ones; "
-            "use model=\"auto\" to let autoroute choose.",
-            param="model",
-        )
-    ex.decision = {"model": model.id, "estimated_input_tokens": _rough_tokens(body)}
-    return [model]
-
-
-async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], opened: OpenStream) -> AsyncGenerator[bytes, None]:
-    """Relay the upstream stream as OpenAI SSE; account once, however it ends."""
-    model_id = ex.outcome.model.id if ex.outcome.model else body["model"]
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    text_chars = 0
-    last: dict[str, Any] = opened.first
-    try:
-        chunk: dict[str, Any] | None = opened.first
-        while chunk is not None:
-            if chunk.get("choices") or not chunk.get("usage"):  # the upstream's usage chunk: ours comes last
-                chunk["model"] = model_id
-                text_chars += _delta_chars(chunk)
-                if ex.ttft_s is None:
-                    ex.ttft_s = ex.total_seconds
-                last = chunk
-                yield sse.encode(chunk)
-            chunk = await anext(opened.rest, None)
-        accounting.settle_usage(ex, opened.stream.usage, ex.decision.get("estimated_input_tokens", 0), text_chars)
-        if include_usage and ex.usage is not None:
-            yield sse.encode({
-                "id": last.get("id"), "object": "chat.completion.chunk", "created": last.get("created"),
-                "model": model_id, "choices": [], "usage": ex.usage.as_openai(),
-            })
-        yield sse.DONE
-        accounting.finish(ex, 200)
-    except UpstreamError as exc:  # after the first byte: no fallback possible, tell the client
-        ex.outcome.attempts[-1].error = exc
-        accounting.settle_usage(ex, opened.stream.usage, ex.decision.get("estimated_input_tokens", 0), text_chars)
-        accounting.finish(ex, 502)
-        ex.error_type, ex.error_code = "upstream_error", exc.kind
-        yield sse.encode({"error": {"message": f"The upstream failed mid-stream: {exc.message}", "type": "upstream_error", "param": None, "code": exc.kind}})
-    finally:
-        with anyio.CancelScope(shield=True):  # the client may have gone: still close and account
-            await opened.stream.aclose()
-            if ex.finished is None:  # cancelled: the client disconnected
-                accounting.settle_usage(ex, opened.stream.usage, ex.decision.get("estimated_input_tokens", 0), text_chars)
-                accounting.finish(ex, 499)
-                ex.error_type, ex.error_code = "client_closed", "client_disconnected"
-            await state.record(ex)
-
-
-def _delta_chars(chunk: dict[str, Any]) -> int:
-    n = 0
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if isinstance(content, str):
-            n += len(content)
-        for call in delta.get("tool_calls") or ():
-            n += len(((call.get("function") or {}).get("arguments")) or "")
-    return n
-
-
 def _text_chars(result: dict[str, Any]) -> int:
     n = 0
     for choice in result.get("choices") or ():
@@ -185,7 +154,3 @@ def _text_chars(result: dict[str, Any]) -> int:
         for call in message.get("tool_calls") or ():
             n += len(((call.get("function") or {}).get("arguments")) or "")
     return n
-
-
-def _rough_tokens(body: dict[str, Any]) -> int:
-    return len(orjson.dumps(body.get("messages", []))) // 4

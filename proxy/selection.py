@@ -49,6 +49,7 @@ class RoutePlan:
     reason: str
     policy_hash: str
     steps: tuple[RouteStep, ...]
+    overrides: tuple[str, ...] = ()  # constraint codes (see _SHORT) that moved the matrix's pick
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -260,6 +261,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         notes.append(f"self-hosted only -> matrix self_hosted {pick}")
 
     primary = pick
+    overrides: list[str] = []
     if pick not in capable:
         spec = models.get(pick)
         if spec is None:
@@ -269,6 +271,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         else:
             primary = next(m.id for m in _order_from(spec, models.values(), rank) if m.id in capable)
             notes.append(_substitution_note(spec, models[primary], failures[pick], need))
+            overrides.extend(failures[pick])
 
     if routing.prefer_local and not options.local_only:
         local = policy.resolve_model(routing.local_model) if routing.local_model else None
@@ -280,10 +283,11 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
                 primary = local.id
                 return _plan(c, policy, pref, need, primary, notes, rank, capable, row,
                              first_fallback=cloud if routing.allow_cloud_fallback else None,
-                             local_fallbacks_only=not routing.allow_cloud_fallback)
+                             local_fallbacks_only=not routing.allow_cloud_fallback,
+                             overrides=(*overrides, "prefer_local"))
             notes.append(f"prefer_local skipped: {local.id} {', '.join(_SHORT[code] for code in failures[local.id])}")
     return _plan(c, policy, pref, need, primary, notes, rank, capable, row, first_fallback=None,
-                 local_fallbacks_only=options.local_only)
+                 local_fallbacks_only=options.local_only, overrides=tuple(overrides))
 
 
 def _substitution_note(pick: ModelSpec, chosen: ModelSpec, failed: tuple[str, ...], need: _Need) -> str:
@@ -298,7 +302,7 @@ def _substitution_note(pick: ModelSpec, chosen: ModelSpec, failed: tuple[str, ..
 def _plan(
     c: Classification, policy: Policy, pref: str, need: _Need, primary: str, notes: list[str],
     rank: Mapping[str, int], capable: set[str], row: CategoryRoute | None,
-    first_fallback: str | None, local_fallbacks_only: bool,
+    first_fallback: str | None, local_fallbacks_only: bool, overrides: tuple[str, ...] = (),
 ) -> RoutePlan:
     models = policy.models
     spec = models[primary]
@@ -338,6 +342,7 @@ def _plan(
         preference=pref,
         reason=steps[0].reason,
         policy_hash=policy.hash,
+        overrides=overrides,
         steps=tuple(steps),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from proxy.app import create_app
@@ -59,8 +60,9 @@ def test_deployments_show_breakers_and_strategy(admin_server, upstream: FakeUpst
     assert "anthropic/claude-sonnet-4" in body["available_models"]
 
     upstream.script("claude-sonnet-4-20250514", *[Fault.status(500)] * 3)
-    with pytest.raises(Exception):
-        sdk(admin_server.url).chat.completions.create(model="anthropic/claude-sonnet-4", messages=MSG)
+    with pytest.raises(openai.APIStatusError) as info:  # the master key also works on /v1
+        sdk(admin_server.url, api_key=MASTER).chat.completions.create(model="anthropic/claude-sonnet-4", messages=MSG)
+    assert info.value.status_code == 502
     body = _get(admin_server.url).json()
     anthropic = {d["id"]: d for d in body["data"]}["anthropic"]
     assert anthropic["state"] == "open" and anthropic["recent_failures"] == 3

@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from proxy.admin_auth import require_admin as require_admin_default
 from proxy.decisions import STREAM_KEY, DecisionRecord, Decisions, decisions_route, secret_values
+from proxy.keys import KeyStore
 from proxy.errors import PermissionDenied
 from proxy.metrics import Metrics
 from proxy.settings import Settings
@@ -234,8 +236,13 @@ def test_record_outside_an_event_loop_still_logs(metrics: Metrics, caplog: pytes
 
 # ── GET /admin/decisions ─────────────────────────────────────────────────────────────
 def admin_app(decisions: Decisions, master: str | None = MASTER, **route_kw: Any) -> Starlette:
+    """The route behind the app's one admin guard (proxy/admin_auth.py), unless a test brings its own."""
+    route_kw.setdefault("require_admin", require_admin_default)
     app = Starlette(routes=[decisions_route(**route_kw)])
-    app.state.autoroute = SimpleNamespace(settings=Settings(master_key=master, _env_file=None), decisions=decisions)
+    app.state.autoroute = SimpleNamespace(
+        settings=Settings(master_key=master, _env_file=None), decisions=decisions,
+        keys=KeyStore(fakeredis.FakeAsyncRedis(), master),
+    )
     return app
 
 

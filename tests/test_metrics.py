@@ -191,11 +191,11 @@ def test_budget_gauge_is_noop_without_opt_in(m: Metrics) -> None:
 
 def test_rejections_by_limit_type(m: Metrics) -> None:
     assert val(m, "autoroute_limit_rejections_total", limit="daily_budget", kind="budget") == 0  # pre-bound
-    m.rejected("rpm")
-    m.rejected("rpm")
+    m.rejected("requests_per_minute")
+    m.rejected("requests_per_minute")
     m.rejected("daily_budget")
     m.rejected("made-up limit")
-    assert val(m, "autoroute_limit_rejections_total", limit="rpm", kind="rate_limit") == 2
+    assert val(m, "autoroute_limit_rejections_total", limit="requests_per_minute", kind="rate_limit") == 2
     assert val(m, "autoroute_limit_rejections_total", limit="daily_budget", kind="budget") == 1
     assert val(m, "autoroute_limit_rejections_total", limit="other", kind="other") == 1
 
@@ -338,13 +338,13 @@ def _app(metrics: Metrics) -> Starlette:
 
 
 async def test_metrics_endpoint_text_and_openmetrics(m: Metrics) -> None:
-    m.rejected("tpm")
+    m.rejected("tokens_per_minute")
     transport = httpx.ASGITransport(app=_app(m))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         r = await client.get("/metrics")
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-        assert 'autoroute_limit_rejections_total{kind="rate_limit",limit="tpm"} 1.0' in r.text
+        assert 'autoroute_limit_rejections_total{kind="rate_limit",limit="tokens_per_minute"} 1.0' in r.text
         r = await client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
         assert r.headers["content-type"].startswith("application/openmetrics-text")
         assert r.text.rstrip().endswith("# EOF")

@@ -77,8 +77,8 @@ def recording_app(environ: Mapping[str, str], policy_dir: Path | None = None, **
     return app, recorded
 
 
-def sdk(url: str, timeout: float = 20) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key="sk-anything", max_retries=0, timeout=timeout)
+def sdk(url: str, timeout: float = 20, api_key: str = "sk-anything") -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0, timeout=timeout)
 
 
 @contextmanager
