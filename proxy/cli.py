@@ -31,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
 
     add_keys_commands(sub)
 
+    route = sub.add_parser("route", help="print the routing decision for a prompt or request (no model is called)")
+    route.add_argument("prompt", nargs="?", help="the user message (or use --file)")
+    route.add_argument("--file", type=Path, help="a chat-completions request body (JSON)")
+    route.add_argument("--model", default="auto", help="auto, auto:cheapest, auto:balanced, auto:best_quality, auto:local")
+    route.add_argument("--system", help="a system prompt to add")
+    route.add_argument("--policy", type=Path)
+    route.add_argument("--all-available", action="store_true",
+                       help="treat every model as available (default: only those whose provider key is set)")
+    route.set_defaults(func=_route)
+
     policy = sub.add_parser("policy", help="policy tools")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="load and validate the policy directory")
@@ -96,6 +106,46 @@ def _prepare_metrics(settings: Settings) -> None:
 
     if prepare_multiprocess_dir(settings.workers) and settings.workers > 1 and settings.metrics_port:
         start_metrics_server(settings.metrics_port, host=settings.host)
+
+
+def _route(args: argparse.Namespace) -> int:
+    """The decision /v1/route would give, computed here from the policy (no proxy needed)."""
+    import orjson
+
+    from proxy.classify import classify
+    from proxy.deployments import available_models
+    from proxy.errors import ProxyError
+    from proxy.exchange import new_decision_id
+    from proxy.policy import load_policy
+    from proxy.route_options import parse_route_options
+    from proxy.selection import decision_record, select
+    from proxy.settings import Settings, load_environ
+
+    _apply_overrides(args)
+    settings = Settings()
+    environ = load_environ(settings.env_file)
+    try:
+        policy = load_policy(settings.policy_dir, environ)
+    except PolicyError as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    if args.file:
+        body = orjson.loads(args.file.read_bytes())
+    elif args.prompt:
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        body = {"model": args.model, "messages": [*messages, {"role": "user", "content": args.prompt}]}
+    else:
+        print("autoroute route: give a prompt or --file request.json", file=sys.stderr)
+        return 2
+    available = frozenset(policy.models) if args.all_available else available_models(policy, environ)
+    try:
+        c = classify(body)
+        plan = select(c, policy, parse_route_options(body.get("model", "auto"), body, {}), available)
+    except ProxyError as exc:
+        print(orjson.dumps(exc.body(), option=orjson.OPT_INDENT_2).decode())
+        return 1
+    print(orjson.dumps(decision_record(new_decision_id(), c, plan, policy), option=orjson.OPT_INDENT_2).decode())
+    return 0
 
 
 def _policy_check(args: argparse.Namespace) -> int:

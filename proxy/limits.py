@@ -435,7 +435,7 @@ class Limiter:
         params = {"now": int(self.clock() * 1000)} if self.clock else {}
         keys = self.layout.key_keys(key.id, task, day, month)
         try:
-            spent = orjson.loads(await self._call("budget", lambda: self._script(self._spent, keys, params)))
+            spent = orjson.loads(await self._call("read", lambda: self._script(self._spent, keys, params)))
         except _StoreFailure:
             if self.policy.on_store_error == "fail_open":
                 return None

@@ -446,7 +446,7 @@ async def test_fail_closed_answers_503_then_recovers(redis: Any, clock: Clock) -
     assert info.value.status == 503 and info.value.body()["error"]["code"] == "limits_store_unavailable"
     with pytest.raises(StoreUnavailable):
         await lim.budget_remaining_usd(key(budget_usd_day=1))
-    assert errors == ["reserve", "budget"] and lim.stats.fail_closed_rejections == 1
+    assert errors == ["reserve", "read"] and lim.stats.fail_closed_rejections == 1
     _disconnect(redis, True)
     await admit(lim, k)
     with pytest.raises(KeyRateLimited):
