@@ -36,7 +36,7 @@ def proxy_env(config: str, upstream: str) -> dict[str, str]:
         "TOGETHER_BASE_URL": f"{upstream}/v1", "TOGETHER_API_KEY": "tg-bench", "OLLAMA_HOST": upstream,
         "ANTHROPIC_BASE_URL": upstream, "GEMINI_API_BASE": upstream,
     }
-    if config == "redis":
+    if config in ("redis", "translate"):  # production set-up: the limits store is a real Redis
         env["REDIS_URL"] = "redis://127.0.0.1:6379/15"
     if config == "translate":
         env["ANTHROPIC_API_KEY"] = "sk-ant-bench"
@@ -47,7 +47,7 @@ def start_proxy(config: str, upstream: str, core: int | None, logdir: Path) -> p
     if config == "baseline":
         return procs.start("baseline", ["-m", "bench.baseline", "--port", str(PROXY_PORT), "--upstream", upstream],
                            PROXY_PORT, core=core, log=logdir / "baseline.log")
-    if config == "redis":
+    if config in ("redis", "translate"):
         import redis
 
         redis.Redis(host="127.0.0.1", port=6379, db=15).flushdb()  # db 15 belongs to the benchmark

@@ -42,7 +42,7 @@ def scenarios() -> list[Scenario]:
     return [
         Scenario("baseline-forwarder", "baseline", _chat("gpt-4.1", QUESTION), "/v1/chat/completions", openai_direct,
                  "uvicorn + one pooled httpx client, no logic: the floor for Python"),
-        Scenario("named-openai", "embedded", _chat("openai/gpt-4.1", QUESTION), "/v1/chat/completions", openai_direct,
+        Scenario("named-openai", "redis", _chat("openai/gpt-4.1", QUESTION), "/v1/chat/completions", openai_direct,
                  "a named OpenAI-compatible model"),
         Scenario("auto-embedded", "embedded", _chat("auto", QUESTION), "/v1/chat/completions", openai_direct,
                  "model=auto: auth, classify, select, admission + settle, metrics, decision log; embedded store"),
@@ -52,9 +52,9 @@ def scenarios() -> list[Scenario]:
                  orjson.dumps({"model": "claude-sonnet-4-20250514", "max_tokens": 256, "system": "You are a helpful assistant.",
                                "messages": [{"role": "user", "content": QUESTION}]}),
                  "Anthropic via litellm translation"),
-        Scenario("stream-usage", "embedded", _chat("openai/gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
+        Scenario("stream-usage", "redis", _chat("openai/gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
                  "/v1/chat/completions", _chat("gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
                  "streamed: 8 content chunks + usage"),
-        Scenario("auto-50k-prompt", "embedded", _chat("auto", long), "/v1/chat/completions", _chat("gpt-4.1", long),
+        Scenario("auto-50k-prompt", "redis", _chat("auto", long), "/v1/chat/completions", _chat("gpt-4.1", long),
                  "model=auto with a 50k-token document"),
     ]

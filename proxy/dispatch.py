@@ -186,8 +186,7 @@ class Dispatcher:
             model=model,
             body=upstream_body(body, model, dep, stream=stream),
             api_key=self.upstreams.api_key(dep),
-            client=self.upstreams.client(dep),
-            timeout=self.upstreams.timeout(dep),
+            pool=self.upstreams.pool(dep),
         )
 
     def _limit(self, deadline: float | None, first_token_s: float | None) -> tuple[float | None, bool]:

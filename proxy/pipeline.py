@@ -28,7 +28,6 @@ from proxy.keys import bearer_token
 from proxy.limits_format import KeyBudgetExceeded
 from proxy.planning import Plan, plan_request
 from proxy.relay import RelayResponse, stream_events
-from proxy.route_options import is_auto
 from proxy.schemas import parse_chat_request
 from proxy.textscan import read_conversation
 
@@ -69,7 +68,8 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
         accounting.settle_usage(ex, completion.usage, _text_chars(result))
         accounting.finish(ex, 200)
-        return Response(orjson.dumps(result), media_type="application/json", headers=ex.response_headers())
+        handed_off = True
+        return AccountedResponse(state, ex, orjson.dumps(result), media_type="application/json", headers=ex.response_headers())
     except ProxyError as exc:
         ex.fail(exc)
         accounting.finish(ex)
@@ -83,6 +83,22 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         if not handed_off:
             with anyio.CancelScope(shield=True):
                 await state.record(ex)
+
+
+class AccountedResponse(Response):
+    """A response that accounts its request after the body has gone out (off the client's
+    latency), and still does if sending fails because the client left."""
+
+    def __init__(self, state: AppState, ex: Exchange, content: bytes, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._state, self._ex = state, ex
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._state.record(self._ex)
 
 
 async def handle_route(state: AppState, request: Request) -> Response:
@@ -121,12 +137,11 @@ async def _begin(state: AppState, ex: Exchange, request: Request) -> dict[str, A
 
 
 async def _plan(state: AppState, ex: Exchange, body: dict[str, Any], headers: Mapping[str, str]) -> Plan:
-    budget = None
-    key = ex.key
-    assert key is not None
-    if is_auto(body["model"]) and (key.has_budgets or ex.task_id):
-        budget = await state.limiter.budget_remaining_usd(key, ex.task_id)
-    return await plan_request(state, ex.decision_id, body, headers, key, budget_remaining_usd=budget)
+    """Plan without reading the budget first: admission refuses atomically when the estimate
+    does not fit, with what remains, and handle_chat then re-plans once within it (budget
+    homeostasis at the cost of one extra store call only for requests that need it)."""
+    assert ex.key is not None
+    return await plan_request(state, ex.decision_id, body, headers, ex.key)
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:

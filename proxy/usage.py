@@ -71,11 +71,19 @@ class UsageStore:
         self.redis = redis
         self.layout = layout
         self.now_s = now_s
+        self._periods: tuple[int, tuple[str, str, datetime]] | None = None
 
     def periods(self) -> tuple[str, str, datetime]:
-        """(YYYYMMDD, YYYYMM, now) in UTC."""
-        now = datetime.fromtimestamp(self.now_s(), UTC)
-        return now.strftime("%Y%m%d"), now.strftime("%Y%m"), now
+        """(YYYYMMDD, YYYYMM, now) in UTC; worked out once per second (it is on every call)."""
+        t = self.now_s()
+        second = int(t)
+        cached = self._periods
+        if cached is not None and cached[0] == second:
+            return cached[1]
+        now = datetime.fromtimestamp(t, UTC)
+        value = (now.strftime("%Y%m%d"), now.strftime("%Y%m"), now)
+        self._periods = (second, value)
+        return value
 
     async def key_usage(self, key_id: str) -> dict[str, Any]:
         """Requests, tokens and USD of the current UTC day and month (with a by-model split)."""

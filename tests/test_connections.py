@@ -18,7 +18,7 @@ def test_sequential_requests_reuse_one_upstream_connection(environ: dict, upstre
             list(client.chat.completions.create(model="openai/gpt-4.1", messages=MSG, stream=True))
         wait_for(lambda: len(recorded) == 30)
         dep = state.policy.deployments[0]
-        assert state.upstreams.client(dep) is state.upstreams.client(dep)
+        assert state.upstreams.pool(dep) is state.upstreams.pool(dep)
     connections = {r.client for r in upstream.requests_for("gpt-4.1")}
     assert len(upstream.requests_for("gpt-4.1")) == 30
     assert None not in connections and len(connections) == 1, connections

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import httpx
 import openai
@@ -126,6 +127,9 @@ def test_decision_log_line_has_no_prompt(client: openai.OpenAI, caplog: pytest.L
     secret_prompt = "my-very-private-prompt-text-8817"
     with caplog.at_level(logging.INFO, logger="autoroute.decision"):
         raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": secret_prompt}])
+        deadline = time.monotonic() + 5  # the request is accounted just after its response went out
+        while not [r for r in caplog.records if r.name == "autoroute.decision"] and time.monotonic() < deadline:
+            time.sleep(0.01)
     records = [r for r in caplog.records if r.name == "autoroute.decision"]
     assert records, "one decision line per request"
     decision = records[-1].decision  # type: ignore[attr-defined]

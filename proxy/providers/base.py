@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from proxy.policy.registry import Deployment, ModelSpec
 
 
@@ -49,8 +47,7 @@ class UpstreamCall:
     model: ModelSpec
     body: dict[str, Any]  # OpenAI chat body; `model` is already the upstream's name
     api_key: str | None
-    client: httpx.AsyncClient
-    timeout: httpx.Timeout
+    pool: Any  # proxy.providers.http.Pool: the deployment's keep-alive transport, URLs, headers
 
 
 @dataclass(slots=True)

@@ -21,37 +21,61 @@ from proxy.providers.base import UpstreamCall, UpstreamError
 MAX_ERROR_CHARS = 300
 
 
+class Pool:
+    """One deployment's keep-alive connection pool, used through httpx's transport interface
+    (`handle_async_request`): the client layer (redirects, cookies, auth hooks, URL merging)
+    has nothing to do for an API call and measured ~120 us of CPU a request. URLs, the
+    timeout extension and the fixed headers are prepared once."""
+
+    def __init__(self, dep: Deployment, limits: httpx.Limits) -> None:
+        self.deployment = dep
+        self.transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        t = dep.timeouts
+        self.timeout = {"connect": t.connect_s, "read": t.read_s, "write": t.read_s, "pool": t.connect_s}
+        self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in dep.headers.items()]
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, url: str) -> httpx.URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 64:  # per-model URLs (Gemini) stay few; never grow unbounded
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
+
+    async def send(self, call: UpstreamCall, url: str, headers: list[tuple[bytes, bytes]], content: bytes) -> httpx.Response:
+        """POST and return the response with its body still to be read (stream or `aread()`)."""
+        request = httpx.Request(
+            "POST", self.url(url), headers=headers + self.extra_headers, content=content,
+            extensions={"timeout": self.timeout},
+        )
+        try:
+            return await self.transport.handle_async_request(request)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, call) from None
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 class Upstreams:
-    """One keep-alive connection pool per deployment, shared by every request."""
+    """One keep-alive connection pool per deployment, shared by every request for the
+    process's life."""
 
     def __init__(self, policy: Policy, environ: Mapping[str, str], *, max_connections: int = 512) -> None:
         self._environ = environ
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._clients: dict[str, httpx.AsyncClient] = {}
-        self._timeouts: dict[str, httpx.Timeout] = {}
-        for dep in policy.deployments:
-            self._timeouts[dep.id] = httpx.Timeout(
-                connect=dep.timeouts.connect_s, read=dep.timeouts.read_s, write=dep.timeouts.read_s, pool=dep.timeouts.connect_s
-            )
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._pools = {dep.id: Pool(dep, limits) for dep in policy.deployments}
 
-    def client(self, dep: Deployment) -> httpx.AsyncClient:
-        client = self._clients.get(dep.id)
-        if client is None:
-            headers = {k: v for k, v in dep.headers.items()}
-            client = httpx.AsyncClient(limits=self._limits, headers=headers, trust_env=False, follow_redirects=False)
-            self._clients[dep.id] = client
-        return client
-
-    def timeout(self, dep: Deployment) -> httpx.Timeout:
-        return self._timeouts[dep.id]
+    def pool(self, dep: Deployment) -> Pool:
+        return self._pools[dep.id]
 
     def api_key(self, dep: Deployment) -> str | None:
         return dep.api_key(self._environ)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for pool in self._pools.values():
+            await pool.aclose()
 
 
 def transport_error(exc: Exception, call: UpstreamCall) -> UpstreamError:
@@ -67,8 +91,19 @@ def transport_error(exc: Exception, call: UpstreamCall) -> UpstreamError:
     return UpstreamError(dep.provider, dep.id, kind, msg, model=call.model.id)
 
 
-def response_error(resp: httpx.Response, call: UpstreamCall) -> UpstreamError:
-    """Map a non-2xx upstream response; the body must already be read."""
+async def read_error(resp: httpx.Response, call: UpstreamCall) -> UpstreamError:
+    """Read a non-2xx upstream response's body (bounded by the read timeout) and map it."""
+    try:
+        content = await resp.aread()
+    except httpx.HTTPError:
+        content = b""
+    finally:
+        await resp.aclose()
+    return response_error(resp, call, content)
+
+
+def response_error(resp: httpx.Response, call: UpstreamCall, content: bytes | None = None) -> UpstreamError:
+    """Map a non-2xx upstream response (its body read: `content`, or `resp.content`)."""
     dep, status = call.deployment, resp.status_code
     if status == 429:
         kind = "rate_limited"
@@ -78,7 +113,7 @@ def response_error(resp: httpx.Response, call: UpstreamCall) -> UpstreamError:
         kind = "timeout"
     else:
         kind = "rejected"
-    detail = _error_message(resp.content)
+    detail = _error_message(resp.content if content is None else content)
     if call.api_key and call.api_key in detail:
         detail = detail.replace(call.api_key, "***")
     message = f"{dep.id} answered {status}" + (f": {detail}" if detail else "")

@@ -10,22 +10,23 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import bad_response, response_error, transport_error
+from proxy.providers.http import bad_response, read_error, transport_error
 from proxy.providers.sse import iter_data
 
 
 class OpenAIProvider:
     async def complete(self, call: UpstreamCall) -> Completion:
+        resp = await call.pool.send(call, _url(call), _headers(call), orjson.dumps(call.body))
+        if resp.status_code != 200:
+            raise await read_error(resp, call)
         try:
-            resp = await call.client.post(
-                _url(call), content=orjson.dumps(call.body), headers=_headers(call), timeout=call.timeout
-            )
+            content = await resp.aread()
         except httpx.HTTPError as exc:
             raise transport_error(exc, call) from None
-        if resp.status_code != 200:
-            raise response_error(resp, call)
+        finally:
+            await resp.aclose()
         try:
-            data = orjson.loads(resp.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise bad_response(call, "a response that is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -33,21 +34,9 @@ class OpenAIProvider:
         return Completion(data, Usage.from_openai(data.get("usage")) or Usage(counted=True))
 
     async def stream(self, call: UpstreamCall) -> OpenAIStream:
-        request = call.client.build_request(
-            "POST", _url(call), content=orjson.dumps(call.body), headers=_headers(call), timeout=call.timeout
-        )
-        try:
-            resp = await call.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, call) from None
+        resp = await call.pool.send(call, _url(call), _headers(call), orjson.dumps(call.body))
         if resp.status_code != 200:
-            try:
-                await resp.aread()
-            except httpx.HTTPError:
-                pass
-            finally:
-                await resp.aclose()
-            raise response_error(resp, call)
+            raise await read_error(resp, call)
         return OpenAIStream(resp, call)
 
 
@@ -104,8 +93,8 @@ def _url(call: UpstreamCall) -> str:
     return call.deployment.api_base + "/chat/completions"
 
 
-def _headers(call: UpstreamCall) -> dict[str, str]:
-    headers = {"content-type": "application/json"}
+def _headers(call: UpstreamCall) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json")]
     if call.api_key:
-        headers["authorization"] = "Bearer " + call.api_key
+        headers.append((b"authorization", b"Bearer " + call.api_key.encode()))
     return headers

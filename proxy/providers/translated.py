@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import bad_response, response_error, transport_error
+from proxy.providers.http import bad_response, read_error, transport_error
 from proxy.providers.litellm_lib import LazyLitellm, Litellm, NullLogging
 from proxy.providers.sse import iter_data
 
@@ -42,21 +42,17 @@ class _TranslatedProvider:
     #             _stream_events(lt, call, resp) -> TranslatedStream
 
     async def _send(self, call: UpstreamCall, url: str, headers: dict[str, str], payload: dict, stream: bool) -> httpx.Response:
-        request = call.client.build_request(
-            "POST", url, content=orjson.dumps(payload), headers=headers, timeout=call.timeout
-        )
-        try:
-            resp = await call.client.send(request, stream=stream)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, call) from None
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        resp = await call.pool.send(call, url, raw, orjson.dumps(payload))
         if resp.status_code != 200:
+            raise await read_error(resp, call)
+        if not stream:
             try:
                 await resp.aread()
-            except httpx.HTTPError:
-                pass
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, call) from None
             finally:
                 await resp.aclose()
-            raise response_error(resp, call)
         return resp
 
     async def complete(self, call: UpstreamCall) -> Completion:
