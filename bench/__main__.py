@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from bench.scenarios import Scenario, scenarios
 RESULTS = Path(__file__).resolve().parent / "results"
 MASTER = "sk-bench-master-0123456789"
 UPSTREAM_PORT, PROXY_PORT = 9401, 9402
+REDIS_DBS = {"redis": 11, "translate": 12}
 
 
 def proxy_env(config: str, upstream: str) -> dict[str, str]:
@@ -37,21 +39,21 @@ def proxy_env(config: str, upstream: str) -> dict[str, str]:
         "ANTHROPIC_BASE_URL": upstream, "GEMINI_API_BASE": upstream,
     }
     if config in ("redis", "translate"):  # production set-up: the limits store is a real Redis
-        env["REDIS_URL"] = "redis://127.0.0.1:6379/15"
+        env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DBS[config]}"
     if config == "translate":
         env["ANTHROPIC_API_KEY"] = "sk-ant-bench"
     return env
 
 
-def start_proxy(config: str, upstream: str, core: int | None, logdir: Path) -> procs.Proc:
+def start_proxy(config: str, upstream: str, core: int | None, logdir: Path, port: int) -> procs.Proc:
     if config == "baseline":
-        return procs.start("baseline", ["-m", "bench.baseline", "--port", str(PROXY_PORT), "--upstream", upstream],
-                           PROXY_PORT, core=core, log=logdir / "baseline.log")
+        return procs.start("baseline", ["-m", "bench.baseline", "--port", str(port), "--upstream", upstream],
+                           port, core=core, log=logdir / "baseline.log")
     if config in ("redis", "translate"):
         import redis
 
-        redis.Redis(host="127.0.0.1", port=6379, db=15).flushdb()  # db 15 belongs to the benchmark
-    return procs.start(f"autoroute-{config}", ["-m", "proxy", "serve", "--port", str(PROXY_PORT)], PROXY_PORT,
+        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DBS[config]).flushdb()  # dbs 11-12 belong to the benchmark
+    return procs.start(f"autoroute-{config}", ["-m", "proxy", "serve", "--port", str(port)], port,
                        core=core, env=proxy_env(config, upstream), log=logdir / f"autoroute-{config}.log")
 
 
@@ -65,9 +67,11 @@ def create_key(proxy: procs.Proc) -> str | None:
     return resp.json()["key"]
 
 
-def measure(proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, core: int | None, bearer: str | None) -> dict:
+def measure(proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, core: int | None, bearer: str | None,
+            warm_up: bool = True) -> dict:
     url = proxy.url + "/v1/chat/completions"
-    load.run(url, scenario.body, concurrency=conc, seconds=min(1.0, seconds), core=core, bearer=bearer)  # warm up
+    if warm_up:
+        load.run(url, scenario.body, concurrency=conc, seconds=min(1.0, seconds), core=core, bearer=bearer)
     cpu0 = proxy.cpu_seconds()
     result = load.run(url, scenario.body, concurrency=conc, seconds=seconds, core=core, bearer=bearer)
     cpu1 = proxy.cpu_seconds()
@@ -92,15 +96,17 @@ def soak(proxy: procs.Proc, scenario: Scenario, total: int, core: int | None, be
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure; the median is reported")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--soak", type=int, default=0, help="also run N requests of auto-redis and track RSS (e.g. 100000)")
-    parser.add_argument("--smoke", action="store_true", help="CI: every scenario once, 1 s, concurrency 8; fails on errors")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI: every scenario once for 1 s at concurrency 8, no warm-up, no direct runs; fails on errors")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
     concs = [8] if args.smoke else [int(c) for c in args.concurrency.split(",")]
-    seconds = 1.0 if args.smoke else args.seconds
+    seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
 
     available = procs.cores()
@@ -108,35 +114,55 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="autoroute-bench-"))
     upstream = procs.start("fake-upstream", ["-m", "tests.support.fake_upstream", "--port", str(UPSTREAM_PORT), "--no-record"],
                            UPSTREAM_PORT, core=other_core, ready_path="/_control/reset", log=logdir / "upstream.log")
-    rows, direct_cache, soak_result = [], {}, None
+    proxies: dict[str, procs.Proc] = {}
+    bearers: dict[str, str | None] = {}
+    runs: dict[tuple[str, int], list[dict]] = {}
+    direct: dict[tuple[bytes, str, int], list[float]] = {}
+    soak_result = None
     try:
+        # Every configuration runs at once, pinned to the same core (an idle one costs nothing),
+        # and the runs are interleaved: forwarder and proxy see the same machine conditions.
         for config in dict.fromkeys(s.config for s in chosen):
-            proxy = start_proxy(config, upstream.url, proxy_core, logdir)
-            try:
-                bearer = create_key(proxy) if config != "baseline" else None
-                for scenario in (s for s in chosen if s.config == config):
-                    for conc in concs:
-                        row = measure(proxy, scenario, conc, seconds, other_core, bearer)
-                        key = (scenario.direct_path, scenario.direct_body, conc)
-                        if key not in direct_cache:
-                            direct = load.run(upstream.url + scenario.direct_path, scenario.direct_body,
-                                              concurrency=conc, seconds=seconds, core=other_core)
-                            direct_cache[key] = direct.p50_ms
-                        row["added_p50_ms"] = round(row["p50_ms"] - direct_cache[key], 3)
-                        rows.append(row)
-                        print(_format_row(row), flush=True)
-                if args.soak and config == "redis":
-                    target = next(s for s in chosen if s.name == "auto-redis")
-                    soak_result = soak(proxy, target, args.soak, other_core, bearer)
-                    print(f"soak: {soak_result}", flush=True)
-            finally:
-                proxy.stop()
+            port = PROXY_PORT + len(proxies)
+            proxies[config] = start_proxy(config, upstream.url, proxy_core, logdir, port)
+            bearers[config] = create_key(proxies[config]) if config != "baseline" else None
+        for conc in concs:
+            for _ in range(repeats):
+                for scenario in chosen:
+                    proxy = proxies[scenario.config]
+                    row = measure(proxy, scenario, conc, seconds, other_core, bearers[scenario.config], warm_up=not args.smoke)
+                    runs.setdefault((scenario.name, conc), []).append(row)
+                    key = (scenario.direct_body, scenario.direct_path, conc)
+                    if args.smoke:
+                        direct.setdefault(key, [0.0])
+                    elif len(direct.get(key, [])) < repeats:
+                        result = load.run(upstream.url + scenario.direct_path, scenario.direct_body,
+                                          concurrency=conc, seconds=seconds, core=other_core)
+                        direct.setdefault(key, []).append(result.p50_ms)
+            for scenario in chosen:
+                row = _median_row(runs[(scenario.name, conc)])
+                row["added_p50_ms"] = round(row["p50_ms"] - statistics.median(direct[(scenario.direct_body, scenario.direct_path, conc)]), 3)
+                runs[(scenario.name, conc)] = [row]
+                print(_format_row(row), flush=True)
+        for config, proxy in proxies.items():  # memory after everything it served
+            for (name, _), rows in runs.items():
+                if next(s for s in chosen if s.name == name).config == config:
+                    rows[0]["rss_mb"] = round(proxy.rss_mb(), 1)
+        if args.soak:  # a fresh process, so its memory is the soak's alone
+            fresh = start_proxy("redis", upstream.url, proxy_core, logdir, PROXY_PORT + 50)
+            proxies["soak"] = fresh
+            target = next(s for s in scenarios() if s.name == "auto-redis")
+            soak_result = soak(fresh, target, args.soak, other_core, create_key(fresh))
+            print(f"soak: {soak_result}", flush=True)
     finally:
+        for proxy in proxies.values():
+            proxy.stop()
         upstream.stop()
 
+    rows = [runs[(s.name, c)][0] for c in concs for s in chosen]
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": _machine(), "load_generator": "wrk" if load.have_wrk() else "asyncio",
-        "pinned": proxy_core is not None, "seconds_per_run": seconds, "rows": rows, "soak": soak_result,
+        "pinned": proxy_core is not None, "seconds_per_run": seconds, "repeats": repeats, "rows": rows, "soak": soak_result,
     }
     print("\n" + table(rows))
     print("\n" + ratios(rows))
@@ -148,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smoke FAILED: {errors} errors", file=sys.stderr)
         return 1
     return 0
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """The run with the median CPU per request; its other figures travel with it."""
+    ordered = sorted(rows, key=lambda r: r["cpu_ms_per_request"])
+    row = dict(ordered[len(ordered) // 2])
+    row["cpu_ms_runs"] = [r["cpu_ms_per_request"] for r in rows]
+    row["errors"] = sum(r["errors"] for r in rows)
+    return row
 
 
 def _format_row(r: dict) -> str:
@@ -162,17 +197,17 @@ def table(rows: list[dict]) -> str:
 
 
 def ratios(rows: list[dict]) -> str:
-    def cpu(name: str) -> float | None:
-        values = [r["cpu_ms_per_request"] for r in rows if r["scenario"] == name and r["concurrency"] >= 16]
-        return min(values) if values else None
-
-    base = cpu("baseline-forwarder")
-    lines = ["CPU per request at saturation (lowest over concurrency >= 16):"]
+    cpu = {(r["scenario"], r["concurrency"]): r["cpu_ms_per_request"] for r in rows}
+    concs = sorted({r["concurrency"] for r in rows})
+    lines = ["CPU per request, and as a multiple of the bare forwarder's at the same concurrency:"]
     for name in ("named-openai", "auto-embedded", "auto-redis", "anthropic", "stream-usage", "auto-50k-prompt"):
-        value = cpu(name)
-        if value is not None:
-            ratio = f" = {value / base:.2f}x the bare forwarder" if base else ""
-            lines.append(f"  {name:<16} {value:.3f} ms{ratio}")
+        parts = []
+        for c in concs:
+            value, base = cpu.get((name, c)), cpu.get(("baseline-forwarder", c))
+            if value is not None:
+                parts.append(f"c={c}: {value:.3f} ms" + (f" ({value / base:.2f}x)" if base else ""))
+        if parts:
+            lines.append(f"  {name:<16} " + ", ".join(parts))
     return "\n".join(lines)
 
 

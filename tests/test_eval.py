@@ -44,12 +44,20 @@ def test_routed_to_an_adequate_tier(result: EvalResult) -> None:
 
 
 def test_cost_against_always_frontier(result: EvalResult) -> None:
-    # The issue's 25 % is below what a perfect router achieves on this set with honest labels
-    # (the cheapest model of each request's adequate tier costs ~27 % of always-frontier:
-    # nine requests really need a frontier model and dominate the bill). So this asserts the
-    # target where it is reachable and otherwise stays within 30 % of the perfect router.
-    assert result.cost_share <= max(TARGETS["cost_share"], 1.3 * result.oracle_share), (result.cost_share, result.oracle_share)
-    assert result.routed_cost <= 0.5 * result.tutorial_cost  # and well under the tutorial's own matrix
+    assert result.cost_share <= TARGETS["cost_share"]  # vs always Claude Sonnet 4
+    # Against the cheaper per-category tier-1 defaults, stay near what a perfect router spends
+    # (the cheapest model of each request's adequate tier), and far under the tutorial's matrix.
+    assert result.category_frontier_share <= 1.3 * result.oracle_share, (result.category_frontier_share, result.oracle_share)
+    assert result.routed_cost <= 0.5 * result.tutorial_cost
+
+
+def test_held_out_sets_generalise(result: EvalResult) -> None:
+    """Sets the classifier was not tuned on: lower accuracy than the development set, but
+    routing must stay adequate (a wrong category mostly still lands on a capable tier)."""
+    held = evaluate(load_policy(POLICIES, {}), load_requests(HOLDOUT) + load_requests(HOLDOUT2))
+    assert held.n >= 70
+    assert held.accuracy >= 0.80, "\n".join(held.misses)
+    assert held.adequate_share >= 0.95, "\n".join(held.inadequate)
 
 
 @pytest.mark.parametrize(("path", "size"), [(HOLDOUT, 40), (HOLDOUT2, 30)])

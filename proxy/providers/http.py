@@ -8,8 +8,9 @@ the request body, never a header.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import httpx
 import orjson
@@ -21,15 +22,30 @@ from proxy.providers.base import UpstreamCall, UpstreamError
 MAX_ERROR_CHARS = 300
 
 
+SHARDS = 8
+
+
 class Pool:
     """One deployment's keep-alive connection pool, used through httpx's transport interface
     (`handle_async_request`): the client layer (redirects, cookies, auth hooks, URL merging)
     has nothing to do for an API call and measured ~120 us of CPU a request. URLs, the
-    timeout extension and the fixed headers are prepared once."""
+    timeout extension and the fixed headers are prepared once.
 
-    def __init__(self, dep: Deployment, limits: httpx.Limits) -> None:
+    The pool is sharded: httpcore scans every connection of a pool on each request (and
+    polls idle sockets), so its cost grows with the number of connections. Measured against
+    the fake upstream at 64 concurrent requests: one pool 1,538 us of CPU a request (649
+    req/s), eight shards 459 us (2,176 req/s). A request goes to the shard with the fewest
+    requests in flight (counted until its response body is closed), so sequential traffic
+    keeps to one connection and concurrent traffic spreads evenly."""
+
+    def __init__(self, dep: Deployment, limits: httpx.Limits, tls: ssl.SSLContext, shards: int = SHARDS) -> None:
         self.deployment = dep
-        self.transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        per_shard = httpx.Limits(
+            max_connections=max(1, (limits.max_connections or 512) // shards),
+            max_keepalive_connections=max(1, (limits.max_keepalive_connections or 512) // shards),
+        )
+        self.shards = [httpx.AsyncHTTPTransport(limits=per_shard, verify=tls, trust_env=False) for _ in range(shards)]
+        self.in_flight = [0] * shards
         t = dep.timeouts
         self.timeout = {"connect": t.connect_s, "read": t.read_s, "write": t.read_s, "pool": t.connect_s}
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in dep.headers.items()]
@@ -49,13 +65,43 @@ class Pool:
             "POST", self.url(url), headers=headers + self.extra_headers, content=content,
             extensions={"timeout": self.timeout},
         )
+        busy = self.in_flight
+        shard = busy.index(min(busy))
+        busy[shard] += 1
         try:
-            return await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, call) from None
+            resp = await self.shards[shard].handle_async_request(request)
+        except BaseException as exc:
+            busy[shard] -= 1
+            if isinstance(exc, httpx.HTTPError):
+                raise transport_error(exc, call) from None
+            raise
+        resp.stream = _Counted(resp.stream, busy, shard)  # type: ignore[arg-type]
+        return resp
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        for shard in self.shards:
+            await shard.aclose()
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that gives its shard's in-flight slot back when it is closed."""
+
+    __slots__ = ("_inner", "_busy", "_shard", "_open")
+
+    def __init__(self, inner: httpx.AsyncByteStream, busy: list[int], shard: int) -> None:
+        self._inner, self._busy, self._shard, self._open = inner, busy, shard, True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._open:
+                self._open = False
+                self._busy[self._shard] -= 1
 
 
 class Upstreams:
@@ -65,7 +111,9 @@ class Upstreams:
     def __init__(self, policy: Policy, environ: Mapping[str, str], *, max_connections: int = 512) -> None:
         self._environ = environ
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._pools = {dep.id: Pool(dep, limits) for dep in policy.deployments}
+        # One TLS context for every pool: building one loads the CA bundle (~20 ms, ~0.5 MB).
+        tls = httpx.create_ssl_context()
+        self._pools = {dep.id: Pool(dep, limits, tls) for dep in policy.deployments}
 
     def pool(self, dep: Deployment) -> Pool:
         return self._pools[dep.id]
