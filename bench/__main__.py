@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=int, default=0, help="also run N requests of auto-redis and track RSS (e.g. 100000)")
     parser.add_argument("--smoke", action="store_true",
                         help="CI: every scenario once for 1 s at concurrency 8, no warm-up, no direct runs; fails on errors")
-    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results/latest.json (smoke: smoke.json)")
     args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / ("smoke.json" if args.smoke else "latest.json")
     concs = [8] if args.smoke else [int(c) for c in args.concurrency.split(",")]
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]

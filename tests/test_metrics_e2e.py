@@ -90,3 +90,14 @@ def test_promtool_accepts_a_real_scrape(server: ThreadedServer, promtool: str, t
     assert "autoroute_requests_total" in text
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_metrics_on_a_separate_port(environ: dict, upstream: FakeUpstream) -> None:
+    from tests.support.servers import free_port
+
+    port = free_port()
+    app = create_app(make_settings(metrics_port=port), environ=environ)
+    with serving(app) as srv:
+        httpx.post(srv.url + "/v1/chat/completions", json={"model": "openai/gpt-4.1", "messages": ASK})
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'autoroute_requests_total{category="none",model="openai/gpt-4.1",outcome="ok",preference="none",status="2xx"} 1.0' in text

@@ -83,6 +83,7 @@ class FakeUpstream:
 
     chunks: int = 8  # content chunks per streamed answer
     reply: str = "Hello from the fake upstream."
+    replies: dict[str, str] = field(default_factory=dict)  # per upstream model name: another reply
     received: list[Received] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -98,6 +99,7 @@ class FakeUpstream:
         with self._lock:
             self._faults.clear()
             self.received.clear()
+            self.replies.clear()
 
     def requests_for(self, model: str) -> list[Received]:
         return [r for r in self.received if r.model == model]
@@ -176,7 +178,7 @@ class FakeUpstream:
                 await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": False})
                 return
             return await _send(send, 200, b'{"id": "x", "choices": [tru')
-        answer = _Answer.for_request(fmt, body, self.reply, next(self._ids))
+        answer = _Answer.for_request(fmt, body, self.replies.get(model, self.reply), next(self._ids))
         if not stream:
             rec.completed = True
             return await _send(send, 200, orjson.dumps(answer.full(fmt, model)))
