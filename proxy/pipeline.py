@@ -123,10 +123,10 @@ async def handle_route(state: AppState, request: Request) -> Response:
 
 
 async def _begin(state: AppState, ex: Exchange, request: Request) -> dict[str, Any]:
-    """Body, caller and the request's task/agent labels."""
+    """Caller (before the body is read: an unknown caller costs nothing), body, task/agent labels."""
+    ex.key = await state.keys.authenticate(bearer_token(request.headers))
     body = await read_json_body(request, state.settings.max_body_bytes)
     ex.requested_model = body["model"]
-    ex.key = await state.keys.authenticate(bearer_token(request.headers))
     headers = request.headers
     ex.task_id = headers.get("x-task-id") or None
     user = body.get("user")

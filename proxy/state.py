@@ -60,7 +60,7 @@ class AppState:
         if self.needs_translation:  # load litellm's translation layer off the event loop
             self.litellm.start()
         tokens.warm_up()
-        log.info("limits store: %s", store.describe(self.redis))
+        log.info(store.describe(self.redis))
         try:
             log.info(await self.keys.startup_notice())
         except Exception as exc:  # noqa: BLE001  (a store outage must not stop start-up)

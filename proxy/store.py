@@ -115,5 +115,7 @@ class LuaScript:
 
 
 def load_script(name: str) -> LuaScript:
-    source = (resources.files("proxy") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    """`proxy/lua/<name>.lua` behind the shared helpers of `lua/lib.lua` (one EVAL each)."""
+    folder = resources.files("proxy") / "lua"
+    source = (folder / "lib.lua").read_text(encoding="utf-8") + (folder / f"{name}.lua").read_text(encoding="utf-8")
     return LuaScript(name=name, source=source, sha=hashlib.sha1(source.encode()).hexdigest())  # noqa: S324

@@ -23,27 +23,8 @@ Returns JSON {ok=true, now, k?: snapshot} or {ok=false, limit, retry_ms?, left?,
 ]]
 
 local p = cjson.decode(ARGV[1])
-local now = p.now
-if not now then
-  if redis.replicate_commands then redis.replicate_commands() end -- Redis < 5: writes after TIME
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock_ms(p)  -- clock_ms, num, part: lib.lua
 local ttl = p.ttl
-
-local function num(v)
-  return tonumber(v) or 0
-end
-
--- the i-th number after the rid in "rid|a|b"
-local function part(member, i)
-  local j = 0
-  for f in string.gmatch(member, '[^|]+') do
-    if j == i then return tonumber(f) or 0 end
-    j = j + 1
-  end
-  return 0
-end
 
 local function reject(limit, retry_ms, snap, left)
   return cjson.encode({ok = false, limit = limit, retry_ms = retry_ms, k = snap, left = left, now = now})

@@ -17,16 +17,7 @@ ARGV[1] = JSON {k?, d?, a?}
   Without `use` (release) no usage is recorded.
 ]]
 
-local p = cjson.decode(ARGV[1])
-
-local function part(member, i)
-  local j = 0
-  for f in string.gmatch(member, '[^|]+') do
-    if j == i then return tonumber(f) or 0 end
-    j = j + 1
-  end
-  return 0
-end
+local p = cjson.decode(ARGV[1])  -- part: lib.lua
 
 -- replace a window entry's tokens by `tok` (same admission time), or drop it
 local function rewrite_window(zkey, skey, member, new_member, tok, drop)

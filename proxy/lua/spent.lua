@@ -7,24 +7,7 @@ count live reservations only: expired ones are subtracted here, and pruned by th
 ]]
 
 local p = cjson.decode(ARGV[1])
-local now = p.now
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function num(v)
-  return tonumber(v) or 0
-end
-
-local function part(member, i)
-  local j = 0
-  for f in string.gmatch(member, '[^|]+') do
-    if j == i then return tonumber(f) or 0 end
-    j = j + 1
-  end
-  return 0
-end
+local now = clock_ms(p)  -- clock_ms, num, part: lib.lua
 
 -- a running sum minus the expired entries that still sit in the zset
 local function live(zkey, sum, i)
