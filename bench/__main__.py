@@ -27,7 +27,7 @@ from bench.scenarios import Scenario, scenarios
 RESULTS = Path(__file__).resolve().parent / "results"
 MASTER = "sk-bench-master-0123456789"
 UPSTREAM_PORT, PROXY_PORT = 9401, 9402
-REDIS_DBS = {"redis": 11, "translate": 12}
+REDIS_DBS = {"redis": 11, "translate": 12, "redis-long": 10}  # a process each: RSS per workload
 
 
 def proxy_env(config: str, upstream: str) -> dict[str, str]:
@@ -38,7 +38,7 @@ def proxy_env(config: str, upstream: str) -> dict[str, str]:
         "TOGETHER_BASE_URL": f"{upstream}/v1", "TOGETHER_API_KEY": "tg-bench", "OLLAMA_HOST": upstream,
         "ANTHROPIC_BASE_URL": upstream, "GEMINI_API_BASE": upstream,
     }
-    if config in ("redis", "translate"):  # production set-up: the limits store is a real Redis
+    if config in REDIS_DBS:  # production set-up: the limits store is a real Redis
         env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DBS[config]}"
     if config == "translate":
         env["ANTHROPIC_API_KEY"] = "sk-ant-bench"
@@ -49,10 +49,10 @@ def start_proxy(config: str, upstream: str, core: int | None, logdir: Path, port
     if config == "baseline":
         return procs.start("baseline", ["-m", "bench.baseline", "--port", str(port), "--upstream", upstream],
                            port, core=core, log=logdir / "baseline.log")
-    if config in ("redis", "translate"):
+    if config in REDIS_DBS:
         import redis
 
-        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DBS[config]).flushdb()  # dbs 11-12 belong to the benchmark
+        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DBS[config]).flushdb()  # dbs 10-12 belong to the benchmark
     return procs.start(f"autoroute-{config}", ["-m", "proxy", "serve", "--port", str(port)], port,
                        core=core, env=proxy_env(config, upstream), log=logdir / f"autoroute-{config}.log")
 

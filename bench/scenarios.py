@@ -55,6 +55,6 @@ def scenarios() -> list[Scenario]:
         Scenario("stream-usage", "redis", _chat("openai/gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
                  "/v1/chat/completions", _chat("gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
                  "streamed: 8 content chunks + usage"),
-        Scenario("auto-50k-prompt", "redis", _chat("auto", long), "/v1/chat/completions", _chat("gpt-4.1", long),
+        Scenario("auto-50k-prompt", "redis-long", _chat("auto", long), "/v1/chat/completions", _chat("gpt-4.1", long),
                  "model=auto with a 50k-token document"),
     ]
