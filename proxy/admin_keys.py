@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from proxy.admin_auth import require_admin
 from proxy.errors import InvalidRequest, StoreUnavailable
-from proxy.keys import ANONYMOUS, MASTER, KeyFields, KeyRecord, bearer_token
+from proxy.keys import ANONYMOUS, MASTER, KeyFields, KeyRecord
 
 Handler = Callable[[Request], Awaitable[Response]]
 
