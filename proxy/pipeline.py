@@ -79,6 +79,10 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         ex.cancelled(exc)
         accounting.finish(ex)
         raise
+    except Exception as exc:  # a bug: the app answers 500 (app.unexpected_error); record it as one
+        ex.error, ex.status, ex.error_type, ex.error_code = exc, 500, "api_error", "internal_error"
+        accounting.finish(ex)
+        raise
     finally:
         if not handed_off:
             with anyio.CancelScope(shield=True):
