@@ -4,7 +4,7 @@ released), metrics, and the decision record."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.decisions import DecisionRecord
 from proxy.exchange import Exchange
@@ -25,6 +25,20 @@ def settle_usage(ex: Exchange, usage: Usage | None, completion_text_chars: int =
     ex.usage = usage
     model = ex.outcome.model
     ex.cost_usd = model.cost_usd(usage.prompt_tokens, usage.completion_tokens) if model else 0.0
+
+
+def output_chars(body: dict[str, Any], part: str) -> int:
+    """Characters the model produced in a completion (`part="message"`) or a stream chunk
+    (`part="delta"`): content and tool-call arguments, for counting usage a provider omitted."""
+    n = 0
+    for choice in body.get("choices") or ():
+        out = choice.get(part) or {}
+        content = out.get("content")
+        if isinstance(content, str):
+            n += len(content)
+        for call in out.get("tool_calls") or ():
+            n += len(((call.get("function") or {}).get("arguments")) or "")
+    return n
 
 
 def finish(ex: Exchange, status: int | None = None) -> None:
@@ -58,10 +72,11 @@ async def record(state: AppState, ex: Exchange) -> None:
             model=used.id, input_tokens=ex.usage.prompt_tokens, output_tokens=ex.usage.completion_tokens,
             cost_usd=ex.cost_usd, estimated_cost_usd=estimated, key=key_name,
         )
-    state.decisions.record(decision_record(ex, key_name, estimated))
+    state.decisions.record(log_record(ex, key_name, estimated))
 
 
-def decision_record(ex: Exchange, key_name: str | None, estimated_cost: float | None) -> DecisionRecord:
+def log_record(ex: Exchange, key_name: str | None, estimated_cost: float | None) -> DecisionRecord:
+    """The decision log's record of one finished request (proxy/decisions.py)."""
     d, plan = ex.decision, ex.plan
     c = plan.classification if plan is not None else None
     return DecisionRecord(

@@ -75,9 +75,6 @@ class Dispatcher:
         last = policy.dispatch.last_resort
         self._last_resort = policy.resolve_model(last) if last else None
 
-    def usable_deployments(self, model: ModelSpec) -> list[Deployment]:
-        return list(self.table.for_model(model.id))
-
     async def complete(
         self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome, *,
         deadline: float | None = None, est_tokens: int | None = None, gate: DeploymentGate | None = None,

@@ -66,7 +66,7 @@ async def handle_chat(state: AppState, request: Request) -> Response:
                                  headers={**ex.response_headers(), "cache-control": "no-cache"})
         result = completion.body
         result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
-        accounting.settle_usage(ex, completion.usage, _text_chars(result))
+        accounting.settle_usage(ex, completion.usage, accounting.output_chars(result, "message"))
         accounting.finish(ex, 200)
         handed_off = True
         return AccountedResponse(state, ex, orjson.dumps(result), media_type="application/json", headers=ex.response_headers())
@@ -162,14 +162,3 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     except ClientDisconnect:
         raise InvalidRequest("The client disconnected before sending the whole body.") from None
     return parse_chat_request(b"".join(chunks))
-
-
-def _text_chars(result: dict[str, Any]) -> int:
-    n = 0
-    for choice in result.get("choices") or ():
-        message = choice.get("message") or {}
-        if isinstance(message.get("content"), str):
-            n += len(message["content"])
-        for call in message.get("tool_calls") or ():
-            n += len(((call.get("function") or {}).get("arguments")) or "")
-    return n

@@ -35,7 +35,7 @@ async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], ope
         while chunk is not None:
             if chunk.get("choices") or not chunk.get("usage"):  # the upstream's usage chunk: ours comes last
                 chunk["model"] = model_id
-                text_chars += delta_chars(chunk)
+                text_chars += accounting.output_chars(chunk, "delta")
                 if ex.ttft_s is None:
                     ex.ttft_s = ex.total_seconds
                 last = chunk
@@ -85,15 +85,3 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
     yield first
     async for item in rest:
         yield item
-
-
-def delta_chars(chunk: dict[str, Any]) -> int:
-    n = 0
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if isinstance(content, str):
-            n += len(content)
-        for call in delta.get("tool_calls") or ():
-            n += len(((call.get("function") or {}).get("arguments")) or "")
-    return n
