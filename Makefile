@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: install run test tools redis bench bench-smoke clean
+.PHONY: install run test lint tools redis bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -37,7 +37,11 @@ tools:
 redis:
 	@scripts/ensure-redis.sh
 
-test: install tools redis
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install tools redis lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install redis

@@ -32,11 +32,16 @@ REDIS_DBS = {"redis": 11, "translate": 12, "redis-long": 10}  # a process each: 
 
 def proxy_env(config: str, upstream: str) -> dict[str, str]:
     env = {
-        "AUTOROUTE_MASTER_KEY": MASTER, "AUTOROUTE_LOG_LEVEL": "warning",
+        "AUTOROUTE_MASTER_KEY": MASTER,
+        "AUTOROUTE_LOG_LEVEL": "warning",
         # Only OpenAI-compatible providers have keys, so `auto` measures the direct path.
-        "OPENAI_BASE_URL": f"{upstream}/v1", "OPENAI_API_KEY": "sk-bench-openai",
-        "TOGETHER_BASE_URL": f"{upstream}/v1", "TOGETHER_API_KEY": "tg-bench", "OLLAMA_HOST": upstream,
-        "ANTHROPIC_BASE_URL": upstream, "GEMINI_API_BASE": upstream,
+        "OPENAI_BASE_URL": f"{upstream}/v1",
+        "OPENAI_API_KEY": "sk-bench-openai",
+        "TOGETHER_BASE_URL": f"{upstream}/v1",
+        "TOGETHER_API_KEY": "tg-bench",
+        "OLLAMA_HOST": upstream,
+        "ANTHROPIC_BASE_URL": upstream,
+        "GEMINI_API_BASE": upstream,
     }
     if config in REDIS_DBS:  # production set-up: the limits store is a real Redis
         env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DBS[config]}"
@@ -47,28 +52,40 @@ def proxy_env(config: str, upstream: str) -> dict[str, str]:
 
 def start_proxy(config: str, upstream: str, core: int | None, logdir: Path, port: int) -> procs.Proc:
     if config == "baseline":
-        return procs.start("baseline", ["-m", "bench.baseline", "--port", str(port), "--upstream", upstream],
-                           port, core=core, log=logdir / "baseline.log")
+        return procs.start(
+            "baseline", ["-m", "bench.baseline", "--port", str(port), "--upstream", upstream], port, core=core, log=logdir / "baseline.log"
+        )
     if config in REDIS_DBS:
         import redis
 
         redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DBS[config]).flushdb()  # dbs 10-12 belong to the benchmark
-    return procs.start(f"autoroute-{config}", ["-m", "proxy", "serve", "--port", str(port)], port,
-                       core=core, env=proxy_env(config, upstream), log=logdir / f"autoroute-{config}.log")
+    return procs.start(
+        f"autoroute-{config}",
+        ["-m", "proxy", "serve", "--port", str(port)],
+        port,
+        core=core,
+        env=proxy_env(config, upstream),
+        log=logdir / f"autoroute-{config}.log",
+    )
 
 
 def create_key(proxy: procs.Proc) -> str | None:
     """A virtual key with generous limits, so the full admission path runs on every request."""
-    resp = httpx.post(proxy.url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"}, timeout=10, json={
-        "name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "budget_usd_day": 1e9, "budget_usd_month": 1e9})
+    resp = httpx.post(
+        proxy.url + "/admin/keys",
+        headers={"authorization": f"Bearer {MASTER}"},
+        timeout=10,
+        json={"name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "budget_usd_day": 1e9, "budget_usd_month": 1e9},
+    )
     if resp.status_code >= 300:
         print(f"  (could not create a key: {resp.status_code}; running without one)", file=sys.stderr)
         return None
     return resp.json()["key"]
 
 
-def measure(proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, core: int | None, bearer: str | None,
-            warm_up: bool = True) -> dict:
+def measure(
+    proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, core: int | None, bearer: str | None, warm_up: bool = True
+) -> dict:
     url = proxy.url + "/v1/chat/completions"
     if warm_up:
         load.run(url, scenario.body, concurrency=conc, seconds=min(1.0, seconds), core=core, bearer=bearer)
@@ -76,10 +93,16 @@ def measure(proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, co
     result = load.run(url, scenario.body, concurrency=conc, seconds=seconds, core=core, bearer=bearer)
     cpu1 = proxy.cpu_seconds()
     return {
-        "scenario": scenario.name, "concurrency": conc, "requests": result.requests, "errors": result.errors,
-        "rps": round(result.rps, 1), "p50_ms": round(result.p50_ms, 3), "p99_ms": round(result.p99_ms, 3),
+        "scenario": scenario.name,
+        "concurrency": conc,
+        "requests": result.requests,
+        "errors": result.errors,
+        "rps": round(result.rps, 1),
+        "p50_ms": round(result.p50_ms, 3),
+        "p99_ms": round(result.p99_ms, 3),
         "cpu_ms_per_request": round((cpu1 - cpu0) * 1000 / max(1, result.requests), 3),
-        "rss_mb": round(proxy.rss_mb(), 1), "ready_s": round(proxy.ready_seconds, 3),
+        "rss_mb": round(proxy.rss_mb(), 1),
+        "ready_s": round(proxy.ready_seconds, 3),
     }
 
 
@@ -90,8 +113,14 @@ def soak(proxy: procs.Proc, scenario: Scenario, total: int, core: int | None, be
         done += result.requests
         samples.append((done, round(proxy.rss_mb(), 1)))
     half = next(rss for n, rss in samples if n >= total / 2)
-    return {"scenario": scenario.name, "requests": done, "rss_mb_at_half": half, "rss_mb_at_end": samples[-1][1],
-            "growth_last_half_mb": round(samples[-1][1] - half, 1), "samples": samples}
+    return {
+        "scenario": scenario.name,
+        "requests": done,
+        "rss_mb_at_half": half,
+        "rss_mb_at_end": samples[-1][1],
+        "growth_last_half_mb": round(samples[-1][1] - half, 1),
+        "samples": samples,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--soak", type=int, default=0, help="also run N requests of auto-redis and track RSS (e.g. 100000)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="CI: every scenario once for 1 s at concurrency 8, no warm-up, no direct runs; fails on errors")
+    parser.add_argument(
+        "--smoke", action="store_true", help="CI: every scenario once for 1 s at concurrency 8, no warm-up, no direct runs; fails on errors"
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/latest.json (smoke: smoke.json)")
     args = parser.parse_args(argv)
     args.out = args.out or RESULTS / ("smoke.json" if args.smoke else "latest.json")
@@ -113,8 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     available = procs.cores()
     proxy_core, other_core = (available[0], available[1]) if len(available) >= 2 else (None, None)
     logdir = Path(tempfile.mkdtemp(prefix="autoroute-bench-"))
-    upstream = procs.start("fake-upstream", ["-m", "tests.support.fake_upstream", "--port", str(UPSTREAM_PORT), "--no-record"],
-                           UPSTREAM_PORT, core=other_core, ready_path="/_control/reset", log=logdir / "upstream.log")
+    upstream = procs.start(
+        "fake-upstream",
+        ["-m", "tests.support.fake_upstream", "--port", str(UPSTREAM_PORT), "--no-record"],
+        UPSTREAM_PORT,
+        core=other_core,
+        ready_path="/_control/reset",
+        log=logdir / "upstream.log",
+    )
     proxies: dict[str, procs.Proc] = {}
     bearers: dict[str, str | None] = {}
     runs: dict[tuple[str, int], list[dict]] = {}
@@ -137,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
                     if args.smoke:
                         direct.setdefault(key, [0.0])
                     elif len(direct.get(key, [])) < repeats:
-                        result = load.run(upstream.url + scenario.direct_path, scenario.direct_body,
-                                          concurrency=conc, seconds=seconds, core=other_core)
+                        result = load.run(
+                            upstream.url + scenario.direct_path, scenario.direct_body, concurrency=conc, seconds=seconds, core=other_core
+                        )
                         direct.setdefault(key, []).append(result.p50_ms)
             for scenario in chosen:
                 row = _median_row(runs[(scenario.name, conc)])
-                row["added_p50_ms"] = round(row["p50_ms"] - statistics.median(direct[(scenario.direct_body, scenario.direct_path, conc)]), 3)
+                row["added_p50_ms"] = round(
+                    row["p50_ms"] - statistics.median(direct[(scenario.direct_body, scenario.direct_path, conc)]), 3
+                )
                 runs[(scenario.name, conc)] = [row]
                 print(_format_row(row), flush=True)
         for config, proxy in proxies.items():  # memory after everything it served
@@ -162,8 +201,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [runs[(s.name, c)][0] for c in concs for s in chosen]
     report = {
-        "date": time.strftime("%Y-%m-%d"), "machine": _machine(), "load_generator": "wrk" if load.have_wrk() else "asyncio",
-        "pinned": proxy_core is not None, "seconds_per_run": seconds, "repeats": repeats, "rows": rows, "soak": soak_result,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": _machine(),
+        "load_generator": "wrk" if load.have_wrk() else "asyncio",
+        "pinned": proxy_core is not None,
+        "seconds_per_run": seconds,
+        "repeats": repeats,
+        "rows": rows,
+        "soak": soak_result,
     }
     print("\n" + table(rows))
     print("\n" + ratios(rows))
@@ -187,13 +232,17 @@ def _median_row(rows: list[dict]) -> dict:
 
 
 def _format_row(r: dict) -> str:
-    return (f"| {r['scenario']:<18} | {r['concurrency']:>4} | {r['rps']:>8.1f} | {r['p50_ms']:>7.2f} | {r['p99_ms']:>7.2f} | "
-            f"{r.get('added_p50_ms', 0):>8.2f} | {r['cpu_ms_per_request']:>7.3f} | {r['rss_mb']:>6.1f} | {r['ready_s']:>6.2f} | {r['errors']:>5} |")
+    return (
+        f"| {r['scenario']:<18} | {r['concurrency']:>4} | {r['rps']:>8.1f} | {r['p50_ms']:>7.2f} | {r['p99_ms']:>7.2f} | "
+        f"{r.get('added_p50_ms', 0):>8.2f} | {r['cpu_ms_per_request']:>7.3f} | {r['rss_mb']:>6.1f} | {r['ready_s']:>6.2f} | {r['errors']:>5} |"
+    )
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| scenario           | conc |    req/s | p50 ms  | p99 ms  | added ms | CPU ms  | RSS MB | ready s | errors |\n"
-            "|--------------------|-----:|---------:|--------:|--------:|---------:|--------:|-------:|--------:|-------:|")
+    head = (
+        "| scenario           | conc |    req/s | p50 ms  | p99 ms  | added ms | CPU ms  | RSS MB | ready s | errors |\n"
+        "|--------------------|-----:|---------:|--------:|--------:|---------:|--------:|-------:|--------:|-------:|"
+    )
     return "\n".join([head, *(_format_row(r) for r in rows)])
 
 
@@ -213,8 +262,10 @@ def ratios(rows: list[dict]) -> str:
 
 
 def _machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     return f"{model}, {len(procs.cores())} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 

@@ -1,6 +1,6 @@
 """The floor for Python: uvicorn + one pooled httpx client forwarding the body, no logic.
 
-    python -m bench.baseline --port 9200 --upstream http://127.0.0.1:9100
+python -m bench.baseline --port 9200 --upstream http://127.0.0.1:9100
 """
 
 from __future__ import annotations
@@ -54,8 +54,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--upstream", default="http://127.0.0.1:9100")
     args = parser.parse_args()
-    uvicorn.run(make_app(args.upstream), host=args.host, port=args.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools", lifespan="on")
+    uvicorn.run(
+        make_app(args.upstream),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

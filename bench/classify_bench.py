@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from proxy.classify import classify  # noqa: E402
 from proxy.policy import load_policy  # noqa: E402
-from proxy.route_options import RouteOptions  # noqa: E402
-from proxy.selection import select  # noqa: E402
+from proxy.routing.classify import classify  # noqa: E402
+from proxy.routing.options import RouteOptions  # noqa: E402
+from proxy.routing.selection import select  # noqa: E402
 from tests.eval.docs import make_document  # noqa: E402
 from tests.eval.run_eval import load_requests  # noqa: E402
 
@@ -49,8 +49,10 @@ def _time(bodies: list[dict], rounds: int, policy, available) -> list[float]:  #
 
 
 def _line(name: str, samples: list[float]) -> str:
-    return (f"{name:34s} n={len(samples):6d}  p50 {_percentile(samples, 0.5):8.1f} us  "
-            f"p99 {_percentile(samples, 0.99):8.1f} us  max {max(samples):8.1f} us")
+    return (
+        f"{name:34s} n={len(samples):6d}  p50 {_percentile(samples, 0.5):8.1f} us  "
+        f"p99 {_percentile(samples, 0.99):8.1f} us  max {max(samples):8.1f} us"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     near_limit = [b for b in near_limit if 2000 <= classify(b).estimated_input_tokens < 4000]
     doc = make_document("contract_en", 84_000, 42)  # ~100k tokens
-    big = {"model": "auto", "messages": [
-        {"role": "system", "content": "You are a careful legal analyst."},
-        {"role": "user", "content": "Summarise the obligations of each party in the agreement below.\n\n" + doc},
-    ]}
+    big = {
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "You are a careful legal analyst."},
+            {"role": "user", "content": "Summarise the obligations of each party in the agreement below.\n\n" + doc},
+        ],
+    }
     tokens = classify(big).estimated_input_tokens
     short_samples = _time(short, args.rounds, policy, available)
     near_samples = _time(near_limit, args.rounds, policy, available)

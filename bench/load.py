@@ -70,8 +70,9 @@ def _run_wrk(url: str, body: bytes, concurrency: int, seconds: float, core: int 
     if line is None:
         raise RuntimeError(f"wrk produced no result:\n{out}")
     data = json.loads(line[7:])
-    return LoadResult(data["requests"], data["duration_us"] / 1e6, data["errors"] + data["status_errors"],
-                      data["p50_us"] / 1000, data["p99_us"] / 1000)
+    return LoadResult(
+        data["requests"], data["duration_us"] / 1e6, data["errors"] + data["status_errors"], data["p50_us"] / 1000, data["p99_us"] / 1000
+    )
 
 
 async def _run_asyncio(url: str, body: bytes, concurrency: int, seconds: float, bearer: str | None) -> LoadResult:
@@ -82,6 +83,7 @@ async def _run_asyncio(url: str, body: bytes, concurrency: int, seconds: float, 
     errors = 0
     deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency), timeout=30) as client:
+
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < deadline:
@@ -94,6 +96,7 @@ async def _run_asyncio(url: str, body: bytes, concurrency: int, seconds: float, 
                 except httpx.HTTPError:
                     errors += 1
                 latencies.append(time.perf_counter() - t0)
+
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started

@@ -49,11 +49,19 @@ class Proc:
                 self.popen.kill()
 
 
-def start(name: str, args: list[str], port: int, *, core: int | None, env: dict[str, str] | None = None,
-          ready_path: str = "/readyz", log: Path | None = None) -> Proc:
+def start(
+    name: str,
+    args: list[str],
+    port: int,
+    *,
+    core: int | None,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
+    log: Path | None = None,
+) -> Proc:
     """Start `python args...`, pinned to `core`, and wait until `ready_path` answers 200."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log, "wb") if log else subprocess.DEVNULL
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     started = time.perf_counter()
     popen = subprocess.Popen([sys.executable, *args], cwd=REPO, env=full_env, stdout=out, stderr=out, preexec_fn=pin)

@@ -12,15 +12,21 @@ QUESTION = "What is the capital of France, and what is it famous for?"
 
 
 def _chat(model: str, content: str, **extra: object) -> bytes:
-    return orjson.dumps({"model": model, "messages": [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": content}], **extra})
+    return orjson.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": content}],
+            **extra,
+        }
+    )
 
 
 def long_prompt(tokens: int = 50_000) -> str:
     """Deterministic prose of roughly `tokens` tokens (about 1.3 tokens a word here)."""
-    words = ("the contract states that each party shall deliver the goods on time and in full, "
-             "subject to clause seven, unless otherwise agreed in writing by both parties").split()
+    words = (
+        "the contract states that each party shall deliver the goods on time and in full, "
+        "subject to clause seven, unless otherwise agreed in writing by both parties"
+    ).split()
     count = int(tokens / 1.3)
     body = " ".join(words[i % len(words)] for i in range(count))
     return "Summarize the key obligations in this agreement:\n\n" + body
@@ -40,21 +46,60 @@ def scenarios() -> list[Scenario]:
     openai_direct = _chat("gpt-4.1", QUESTION)
     long = long_prompt()
     return [
-        Scenario("baseline-forwarder", "baseline", _chat("gpt-4.1", QUESTION), "/v1/chat/completions", openai_direct,
-                 "uvicorn + one pooled httpx client, no logic: the floor for Python"),
-        Scenario("named-openai", "redis", _chat("openai/gpt-4.1", QUESTION), "/v1/chat/completions", openai_direct,
-                 "a named OpenAI-compatible model"),
-        Scenario("auto-embedded", "embedded", _chat("auto", QUESTION), "/v1/chat/completions", openai_direct,
-                 "model=auto: auth, classify, select, admission + settle, metrics, decision log; embedded store"),
-        Scenario("auto-redis", "redis", _chat("auto", QUESTION), "/v1/chat/completions", openai_direct,
-                 "the same on real Redis"),
-        Scenario("anthropic", "translate", _chat("anthropic/claude-sonnet-4", QUESTION, max_tokens=256), "/v1/messages",
-                 orjson.dumps({"model": "claude-sonnet-4-20250514", "max_tokens": 256, "system": "You are a helpful assistant.",
-                               "messages": [{"role": "user", "content": QUESTION}]}),
-                 "Anthropic via litellm translation"),
-        Scenario("stream-usage", "redis", _chat("openai/gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
-                 "/v1/chat/completions", _chat("gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
-                 "streamed: 8 content chunks + usage"),
-        Scenario("auto-50k-prompt", "redis-long", _chat("auto", long), "/v1/chat/completions", _chat("gpt-4.1", long),
-                 "model=auto with a 50k-token document"),
+        Scenario(
+            "baseline-forwarder",
+            "baseline",
+            _chat("gpt-4.1", QUESTION),
+            "/v1/chat/completions",
+            openai_direct,
+            "uvicorn + one pooled httpx client, no logic: the floor for Python",
+        ),
+        Scenario(
+            "named-openai",
+            "redis",
+            _chat("openai/gpt-4.1", QUESTION),
+            "/v1/chat/completions",
+            openai_direct,
+            "a named OpenAI-compatible model",
+        ),
+        Scenario(
+            "auto-embedded",
+            "embedded",
+            _chat("auto", QUESTION),
+            "/v1/chat/completions",
+            openai_direct,
+            "model=auto: auth, classify, select, admission + settle, metrics, decision log; embedded store",
+        ),
+        Scenario("auto-redis", "redis", _chat("auto", QUESTION), "/v1/chat/completions", openai_direct, "the same on real Redis"),
+        Scenario(
+            "anthropic",
+            "translate",
+            _chat("anthropic/claude-sonnet-4", QUESTION, max_tokens=256),
+            "/v1/messages",
+            orjson.dumps(
+                {
+                    "model": "claude-sonnet-4-20250514",
+                    "max_tokens": 256,
+                    "system": "You are a helpful assistant.",
+                    "messages": [{"role": "user", "content": QUESTION}],
+                }
+            ),
+            "Anthropic via litellm translation",
+        ),
+        Scenario(
+            "stream-usage",
+            "redis",
+            _chat("openai/gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
+            "/v1/chat/completions",
+            _chat("gpt-4.1", QUESTION, stream=True, stream_options={"include_usage": True}),
+            "streamed: 8 content chunks + usage",
+        ),
+        Scenario(
+            "auto-50k-prompt",
+            "redis-long",
+            _chat("auto", long),
+            "/v1/chat/completions",
+            _chat("gpt-4.1", long),
+            "model=auto with a 50k-token document",
+        ),
     ]

@@ -15,15 +15,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy import admin_keys, admin_ops, pipeline
-from proxy.admin_auth import require_admin
-from proxy.decisions import decisions_route
-from proxy.disconnect import CancelOnDisconnect
+from proxy.admin import keys as admin_keys
+from proxy.admin import ops as admin_ops
+from proxy.admin.auth import require_admin
 from proxy.errors import NotFound, ProxyError
-from proxy.metrics_export import mark_worker_dead, metrics_route, multiprocess_dir, start_metrics_server
+from proxy.observe.decisions import decisions_route
+from proxy.observe.export import mark_worker_dead, metrics_route, multiprocess_dir, start_metrics_server
 from proxy.policy import Policy
+from proxy.request import pipeline
+from proxy.request.appstate import AppState, build_state
+from proxy.request.disconnect import CancelOnDisconnect
 from proxy.settings import Settings, load_environ
-from proxy.state import AppState, build_state
 
 log = logging.getLogger("autoroute")
 
@@ -95,16 +97,27 @@ async def list_models(request: Request) -> Response:
     for alias in ("auto:cheapest", "auto:balanced", "auto:best_quality", "auto:local"):
         data.append({"id": alias, "object": "model", "created": created, "owned_by": "autoroute"})
     for m in state.policy.models.values():
-        data.append({
-            "id": m.id, "object": "model", "created": created, "owned_by": m.provider,
-            "autoroute": {
-                "provider_model_id": m.api_model_id, "display_name": m.display_name, "tier": m.tier,
-                "context_window": m.context_window, "input_usd_per_mtok": m.input_usd_per_mtok,
-                "output_usd_per_mtok": m.output_usd_per_mtok, "supports_tools": m.supports_tools,
-                "supports_vision": m.supports_vision, "self_hosted": m.self_hosted, "local": m.local,
-                "available": m.id in available,
-            },
-        })
+        data.append(
+            {
+                "id": m.id,
+                "object": "model",
+                "created": created,
+                "owned_by": m.provider,
+                "autoroute": {
+                    "provider_model_id": m.api_model_id,
+                    "display_name": m.display_name,
+                    "tier": m.tier,
+                    "context_window": m.context_window,
+                    "input_usd_per_mtok": m.input_usd_per_mtok,
+                    "output_usd_per_mtok": m.output_usd_per_mtok,
+                    "supports_tools": m.supports_tools,
+                    "supports_vision": m.supports_vision,
+                    "self_hosted": m.self_hosted,
+                    "local": m.local,
+                    "available": m.id in available,
+                },
+            }
+        )
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
@@ -136,5 +149,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    err = ProxyError("The proxy hit an internal error; it has been logged. Retry, or report it with the x-autoroute-decision-id.", code="internal_error")
+    err = ProxyError(
+        "The proxy hit an internal error; it has been logged. Retry, or report it with the x-autoroute-decision-id.", code="internal_error"
+    )
     return Response(err.json(), status_code=500, media_type="application/json")

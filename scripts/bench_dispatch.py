@@ -3,7 +3,7 @@ so what is measured is dispatch itself: plan, strategy, breaker, gate, attempt a
 
     PYTHONPATH=$PWD python scripts/bench_dispatch.py [-n 20000]
 
-Also measures the disconnect watcher (proxy/disconnect.py) around a trivial ASGI app.
+Also measures the disconnect watcher (proxy/request/disconnect.py) around a trivial ASGI app.
 Prints microseconds per request; no assertion (speed is shown, not tested).
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import proxy  # noqa: F401  (offline environment first)
-from proxy.attempts import Outcome
-from proxy.disconnect import CancelOnDisconnect
-from proxy.dispatch import Dispatcher
+from proxy.dispatch.attempts import Outcome
+from proxy.dispatch.dispatcher import Dispatcher
 from proxy.policy import load_policy
 from proxy.providers.base import Completion, UpstreamCall, Usage
 from proxy.providers.http import Upstreams
+from proxy.request.disconnect import CancelOnDisconnect
 from tests.support.policies import policy_copy
 
 ANSWER = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
@@ -55,15 +55,21 @@ class InstantProviders:
 
 def dispatcher(tmp: Path, name: str, strategy: str, deps: list[dict[str, Any]]) -> tuple[Dispatcher, Any]:
     env = {"OPENAI_API_KEY": "k"}
-    path = policy_copy(tmp / name, extra_deployments=deps,
-                       deployments={"openai": {"models": ["openai/gpt-4.1"]}}, files={"dispatch.yaml": {"strategy": strategy}})
+    path = policy_copy(
+        tmp / name,
+        extra_deployments=deps,
+        deployments={"openai": {"models": ["openai/gpt-4.1"]}},
+        files={"dispatch.yaml": {"strategy": strategy}},
+    )
     policy = load_policy(path, env)
     return Dispatcher(policy, Upstreams(policy, env), InstantProviders(), env), policy.models["openai/gpt-4.1-nano"]  # type: ignore[arg-type]
 
 
 def three(**fields: Any) -> list[dict[str, Any]]:
-    return [{"id": f"d{i}", "provider": "openai_compatible", "api_base": "http://127.0.0.1:9/v1",
-             "models": ["openai/gpt-4.1-nano"], **fields} for i in range(3)]
+    return [
+        {"id": f"d{i}", "provider": "openai_compatible", "api_base": "http://127.0.0.1:9/v1", "models": ["openai/gpt-4.1-nano"], **fields}
+        for i in range(3)
+    ]
 
 
 async def per_request(n: int, step) -> float:  # type: ignore[no-untyped-def]
@@ -83,9 +89,11 @@ async def main(n: int) -> None:
             "round_robin, 3 deployments": dispatcher(Path(tmp), "b", "round_robin", three()),
             "least_loaded, 3 deployments": dispatcher(Path(tmp), "c", "least_loaded", three(max_concurrent=100)),
             "weighted, 3 deployments + rpm/tpm/max_concurrent gate": dispatcher(
-                Path(tmp), "d", "weighted", three(rpm=10**9, tpm=10**12, max_concurrent=100)),
+                Path(tmp), "d", "weighted", three(rpm=10**9, tpm=10**12, max_concurrent=100)
+            ),
         }
         for label, (d, model) in cases.items():
+
             async def complete(d=d, model=model) -> None:  # type: ignore[no-untyped-def]
                 await d.complete([model], body, Outcome())
 

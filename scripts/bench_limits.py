@@ -17,11 +17,11 @@ import time
 import uuid
 from typing import Any
 
-from proxy.keys import EPOCH, KeyRecord
-from proxy.limits import Limiter
+from proxy.keys.store import EPOCH, KeyRecord
+from proxy.limits.limiter import Limiter
+from proxy.limits.store import connect_redis, embedded_redis
 from proxy.policy.limits import LimitsPolicy, TaskBudget
 from proxy.policy.registry import Deployment
-from proxy.store import connect_redis, embedded_redis
 
 KEY = KeyRecord(
     id="key_bench", name="bench", rpm=10**9, tpm=10**12, budget_usd_day=10**6, budget_usd_month=10**6,

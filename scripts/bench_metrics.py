@@ -22,16 +22,16 @@ if "--multiprocess" in sys.argv:  # must precede the first prometheus_client imp
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="autoroute-bench-")
     atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], True)
 
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import asyncio
+import logging
+import statistics
+import time
 
-from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client import CollectorRegistry
 
-from proxy.decisions import DecisionRecord, Decisions  # noqa: E402
-from proxy.metrics import Metrics  # noqa: E402
-from proxy.metrics_export import multiprocess_dir  # noqa: E402
+from proxy.observe.decisions import DecisionRecord, Decisions
+from proxy.observe.export import multiprocess_dir
+from proxy.observe.metrics import Metrics
 
 MODELS = ["openai/gpt-4.1", "openai/gpt-4.1-nano", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash"]
 CATEGORIES = ["complex_coding", "classification", "qa_retrieval", "text_generation"]
@@ -45,12 +45,12 @@ def one_request(m: Metrics, i: int) -> None:
     m.observe_route(category=category, model=model, preference="balanced", confidence=0.82)
     m.observe_store("reserve", 0.0004)
     m.observe_upstream_attempt(deployment="openai", provider="openai", model=model, seconds=1.3, ttft_s=0.21)
-    m.observe_usage(model=model, input_tokens=812, output_tokens=240, cost_usd=0.0035,
-                    estimated_cost_usd=0.004, key=f"team-{i & 7}")
+    m.observe_usage(model=model, input_tokens=812, output_tokens=240, cost_usd=0.0035, estimated_cost_usd=0.004, key=f"team-{i & 7}")
     m.observe_store("settle", 0.0003)
     m.set_budget_remaining(f"team-{i & 7}", "day", 42.0, 50.0)
-    m.observe_request(outcome="ok", status=200, total_s=1.31, upstream_s=1.3, category=category,
-                      model=model, preference="balanced", stream=True)
+    m.observe_request(
+        outcome="ok", status=200, total_s=1.31, upstream_s=1.3, category=category, model=model, preference="balanced", stream=True
+    )
 
 
 def per_request_us(fn, n: int = N) -> list[float]:
@@ -67,8 +67,10 @@ def per_request_us(fn, n: int = N) -> list[float]:
 def report(label: str, samples: list[float]) -> None:
     samples = sorted(samples)
     p99 = samples[int(len(samples) * 0.99) - 1]
-    print(f"{label:<48} mean {statistics.fmean(samples):6.1f} µs   p50 {statistics.median(samples):6.1f} µs"
-          f"   p99 {p99:6.1f} µs   (per request, {N} requests)")
+    print(
+        f"{label:<48} mean {statistics.fmean(samples):6.1f} µs   p50 {statistics.median(samples):6.1f} µs"
+        f"   p99 {p99:6.1f} µs   (per request, {N} requests)"
+    )
 
 
 async def bench_decisions() -> list[float]:
@@ -90,11 +92,26 @@ async def bench_decisions() -> list[float]:
     attempts = [{"model": "openai/gpt-4.1", "provider": "openai", "deployment": "openai", "status": 200, "seconds": 1.3}]
 
     def rec(i: int) -> None:
-        d.record(DecisionRecord(
-            decision_id=f"d-{i}", status=200, outcome="ok", key_name="team-a", category="complex_coding",
-            complexity=3, chosen_model="openai/gpt-4.1", used_model="openai/gpt-4.1", plan=["openai/gpt-4.1"],
-            reason="matrix default for complex_coding at complexity 3", attempts=attempts,
-            input_tokens=812, output_tokens=240, cost_usd=0.0035, total_s=1.31, upstream_s=1.3))
+        d.record(
+            DecisionRecord(
+                decision_id=f"d-{i}",
+                status=200,
+                outcome="ok",
+                key_name="team-a",
+                category="complex_coding",
+                complexity=3,
+                chosen_model="openai/gpt-4.1",
+                used_model="openai/gpt-4.1",
+                plan=["openai/gpt-4.1"],
+                reason="matrix default for complex_coding at complexity 3",
+                attempts=attempts,
+                input_tokens=812,
+                output_tokens=240,
+                cost_usd=0.0035,
+                total_s=1.31,
+                upstream_s=1.3,
+            )
+        )
 
     samples = []
     per = N // ROUNDS

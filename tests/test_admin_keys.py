@@ -11,12 +11,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from proxy.admin_keys import routes
+from proxy.admin.keys import routes
 from proxy.errors import ProxyError
-from proxy.keys import KeyStore
-from proxy.limits import Limiter
+from proxy.keys.store import KeyStore
+from proxy.limits.limiter import Limiter
+from proxy.limits.store import embedded_redis
 from proxy.policy.limits import LimitsPolicy
-from proxy.store import embedded_redis
 
 MASTER_KEY = "admin-master-key-for-tests-42"
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}

@@ -11,7 +11,7 @@ import pytest
 from proxy.app import create_app
 from tests.conftest import make_settings
 from tests.support.dispatching import MSG, fast, sdk
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import serving
 
 MASTER = "mk-admin-0123456789abcdef"
@@ -36,8 +36,10 @@ def test_no_master_key_means_admin_is_off(proxy_server) -> None:  # type: ignore
     assert err["type"] == "permission_error" and "AUTOROUTE_MASTER_KEY" in err["message"]
 
 
-@pytest.mark.parametrize("token,scheme", [(None, "Bearer"), ("wrong-key", "Bearer"), (MASTER, "Basic"), ("", "Bearer"),
-                                          (MASTER + "x", "Bearer"), (MASTER[:-1], "Bearer")])
+@pytest.mark.parametrize(
+    "token,scheme",
+    [(None, "Bearer"), ("wrong-key", "Bearer"), (MASTER, "Basic"), ("", "Bearer"), (MASTER + "x", "Bearer"), (MASTER[:-1], "Bearer")],
+)
 def test_missing_or_wrong_key_is_401(admin_server, token: str | None, scheme: str) -> None:  # type: ignore[no-untyped-def]
     resp = _get(admin_server.url, token, scheme)
     assert resp.status_code == 401

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.dispatching import MODEL, MSG, deployment, fast, nano_policy, proxy, upstream_name, wait_for
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer
 
 
@@ -22,8 +22,9 @@ def _give_up_after(url: str, seconds: float, body: dict) -> float:
     return time.monotonic()
 
 
-def test_disconnect_during_a_non_streamed_call_closes_the_upstream(environ: dict, upstream: FakeUpstream,
-                                                                   upstream_server: ThreadedServer, tmp_path: Path) -> None:
+def test_disconnect_during_a_non_streamed_call_closes_the_upstream(
+    environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path
+) -> None:
     upstream.script(upstream_name("d1"), Fault.hang(5))
     policy = nano_policy(tmp_path, upstream_server.url, [deployment("d1", upstream_server.url, max_concurrent=1)])
     with proxy(environ, policy) as (server, recorded, state):

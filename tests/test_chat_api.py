@@ -22,7 +22,11 @@ WEATHER_TOOL = {
 
 def test_plain_call_openai(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     resp = client.chat.completions.with_raw_response.create(
-        model="openai/gpt-4.1", messages=[{"role": "user", "content": "Say hello"}], temperature=0.3, seed=7, user="u1",
+        model="openai/gpt-4.1",
+        messages=[{"role": "user", "content": "Say hello"}],
+        temperature=0.3,
+        seed=7,
+        user="u1",
         extra_body={"some_future_field": {"x": 1}},
     )
     completion = resp.parse()
@@ -52,7 +56,9 @@ def test_provider_side_model_id_resolves(client: openai.OpenAI, upstream: FakeUp
 
 def test_streamed_call_with_usage(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     stream = client.chat.completions.create(
-        model="openai/gpt-4.1", messages=[{"role": "user", "content": "Say hello"}], stream=True,
+        model="openai/gpt-4.1",
+        messages=[{"role": "user", "content": "Say hello"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -74,8 +80,11 @@ def test_stream_without_usage_option_hides_usage_chunk(client: openai.OpenAI, up
 
 
 def test_sse_wire_format_ends_with_done(proxy_server, upstream: FakeUpstream) -> None:  # type: ignore[no-untyped-def]
-    with httpx.stream("POST", proxy_server.url + "/v1/chat/completions", json={
-        "model": "openai/gpt-4.1", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+    with httpx.stream(
+        "POST",
+        proxy_server.url + "/v1/chat/completions",
+        json={"model": "openai/gpt-4.1", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    ) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         body = resp.read().decode()
     events = [e for e in body.split("\n\n") if e]
@@ -102,8 +111,11 @@ def test_tool_call_round_trip(client: openai.OpenAI, upstream: FakeUpstream, mod
 
 @pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4", "google/gemini-2.5-flash"])
 def test_streamed_tool_call_translated(client: openai.OpenAI, upstream: FakeUpstream, model: str) -> None:
-    chunks = list(client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL], stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL], stream=True
+        )
+    )
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls and calls[0].function.name == "get_weather"
     args = "".join(tc.function.arguments or "" for tc in calls)
@@ -131,9 +143,15 @@ def test_anthropic_translation(client: openai.OpenAI, upstream: FakeUpstream) ->
 
 
 def test_anthropic_stream_usage(client: openai.OpenAI, upstream: FakeUpstream) -> None:
-    chunks = list(client.chat.completions.create(
-        model="anthropic/claude-sonnet-4", messages=[{"role": "user", "content": "Say hello"}], max_tokens=64,
-        stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="anthropic/claude-sonnet-4",
+            messages=[{"role": "user", "content": "Say hello"}],
+            max_tokens=64,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from the fake upstream."
     assert chunks[-1].usage.completion_tokens == 5
@@ -155,9 +173,14 @@ def test_gemini_translation(client: openai.OpenAI, upstream: FakeUpstream) -> No
 
 
 def test_gemini_stream(client: openai.OpenAI, upstream: FakeUpstream) -> None:
-    chunks = list(client.chat.completions.create(
-        model="google/gemini-2.5-flash", messages=[{"role": "user", "content": "Say hello"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="google/gemini-2.5-flash",
+            messages=[{"role": "user", "content": "Say hello"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from the fake upstream."
     assert upstream.received[-1].path.endswith(":streamGenerateContent")
@@ -168,7 +191,9 @@ def test_gemini_stream(client: openai.OpenAI, upstream: FakeUpstream) -> None:
 
 @pytest.mark.parametrize("model", ["openai/o3", "o4-mini"])
 def test_reasoning_model_params(client: openai.OpenAI, upstream: FakeUpstream, model: str) -> None:
-    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Prove it"}], max_tokens=500, temperature=0.7, top_p=0.9)
+    client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Prove it"}], max_tokens=500, temperature=0.7, top_p=0.9
+    )
     sent = upstream.received[-1].body
     assert sent["max_completion_tokens"] == 500
     assert "max_tokens" not in sent and "temperature" not in sent and "top_p" not in sent
@@ -189,8 +214,18 @@ def test_ollama_and_together_paths(client: openai.OpenAI, upstream: FakeUpstream
 def test_content_parts_and_response_format_pass(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     client.chat.completions.create(
         model="openai/gpt-4.1",
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}],
-        response_format={"type": "json_object"}, stop=["\n\n"], n=1,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ],
+        response_format={"type": "json_object"},
+        stop=["\n\n"],
+        n=1,
     )
     sent = upstream.received[-1].body
     assert sent["messages"][0]["content"][1]["type"] == "image_url"

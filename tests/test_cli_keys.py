@@ -19,13 +19,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from proxy.admin_keys import routes
-from proxy.cli_keys import add_keys_commands, fields_from_args, parse_expiry
+from proxy.admin.keys import routes
+from proxy.cli.keys import add_keys_commands, fields_from_args, parse_expiry
 from proxy.errors import ProxyError
-from proxy.keys import KeyStore
-from proxy.limits import Limiter
+from proxy.keys.store import KeyStore
+from proxy.limits.limiter import Limiter
+from proxy.limits.store import embedded_redis
 from proxy.policy.limits import LimitsPolicy
-from proxy.store import embedded_redis
 
 MASTER_KEY = "cli-master-key-for-tests-0042"
 

@@ -33,7 +33,9 @@ def test_each_deployment_has_its_own_pool(environ: dict, upstream: FakeUpstream,
             list(client.chat.completions.create(model="anthropic/claude-sonnet-4", messages=MSG, stream=True))
             list(client.chat.completions.create(model="google/gemini-2.5-flash", messages=MSG, stream=True))
         wait_for(lambda: len(recorded) == 20)
-    conns = [{r.client for r in upstream.requests_for(name)}
-             for name in ("gpt-4.1", "deepseek-ai/DeepSeek-R1", "claude-sonnet-4-20250514", "gemini-2.5-flash")]
+    conns = [
+        {r.client for r in upstream.requests_for(name)}
+        for name in ("gpt-4.1", "deepseek-ai/DeepSeek-R1", "claude-sonnet-4-20250514", "gemini-2.5-flash")
+    ]
     assert all(len(c) == 1 for c in conns), conns
     assert len(set.union(*conns)) == 4  # one pool (and connection) per deployment

@@ -1,4 +1,4 @@
-"""proxy/decisions.py: the JSON log line, what it must never contain, the capped Redis stream,
+"""proxy/observe/decisions.py: the JSON log line, what it must never contain, the capped Redis stream,
 non-blocking writes with counted failures, and GET /admin/decisions."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from proxy.admin_auth import require_admin as require_admin_default
-from proxy.decisions import STREAM_KEY, DecisionRecord, Decisions, decisions_route, secret_values
-from proxy.keys import KeyStore
+from proxy.admin.auth import require_admin as require_admin_default
 from proxy.errors import PermissionDenied
-from proxy.metrics import Metrics
+from proxy.keys.store import KeyStore
+from proxy.observe.decisions import STREAM_KEY, DecisionRecord, Decisions, decisions_route, secret_values
+from proxy.observe.metrics import Metrics
 from proxy.settings import Settings
 
 PROMPT = "Please refactor my function calculate_quarterly_revenue_for_acme"
@@ -31,19 +31,45 @@ MASTER = "master-key-for-tests-0123456789"
 
 def full_record(**overrides: Any) -> DecisionRecord:
     fields: dict[str, Any] = dict(
-        decision_id="dec-1", status=200, outcome="ok", key_name="team-a", key_id="k_123",
-        requested_model="auto", preference="balanced", category="complex_coding", complexity=3,
-        level="moderate", confidence=0.82, chosen_model="openai/gpt-4.1", used_model="anthropic/claude-sonnet-4",
-        plan=["openai/gpt-4.1", "anthropic/claude-sonnet-4"], reason="matrix default", policy_hash="abc123",
+        decision_id="dec-1",
+        status=200,
+        outcome="ok",
+        key_name="team-a",
+        key_id="k_123",
+        requested_model="auto",
+        preference="balanced",
+        category="complex_coding",
+        complexity=3,
+        level="moderate",
+        confidence=0.82,
+        chosen_model="openai/gpt-4.1",
+        used_model="anthropic/claude-sonnet-4",
+        plan=["openai/gpt-4.1", "anthropic/claude-sonnet-4"],
+        reason="matrix default",
+        policy_hash="abc123",
         attempts=[
-            {"model": "openai/gpt-4.1", "provider": "openai", "deployment": "openai", "status": 503,
-             "kind": "server_error", "reason": "HTTP 503", "seconds": 0.4, "body": "upstream said " + PROMPT,
-             "headers": {"authorization": "Bearer " + OPENAI_KEY}},
-            {"model": "anthropic/claude-sonnet-4", "provider": "anthropic", "deployment": "anthropic",
-             "status": 200, "seconds": 2.1},
+            {
+                "model": "openai/gpt-4.1",
+                "provider": "openai",
+                "deployment": "openai",
+                "status": 503,
+                "kind": "server_error",
+                "reason": "HTTP 503",
+                "seconds": 0.4,
+                "body": "upstream said " + PROMPT,
+                "headers": {"authorization": "Bearer " + OPENAI_KEY},
+            },
+            {"model": "anthropic/claude-sonnet-4", "provider": "anthropic", "deployment": "anthropic", "status": 200, "seconds": 2.1},
         ],
-        stream=True, input_tokens=812, output_tokens=240, cost_usd=0.006, estimated_cost_usd=0.007,
-        total_s=2.6, upstream_s=2.5, ttft_s=0.4, prompt=PROMPT,
+        stream=True,
+        input_tokens=812,
+        output_tokens=240,
+        cost_usd=0.006,
+        estimated_cost_usd=0.007,
+        total_s=2.6,
+        upstream_s=2.5,
+        ttft_s=0.4,
+        prompt=PROMPT,
     )
     fields.update(overrides)
     return DecisionRecord(**fields)
@@ -60,8 +86,7 @@ def lost(metrics: Metrics, reason: str) -> float:
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     """The records as a JSON formatter writes them: round-tripped through orjson."""
-    return [orjson.loads(orjson.dumps(r.decision)) for r in caplog.records
-            if r.name == "autoroute.decision" and r.levelno == logging.INFO]
+    return [orjson.loads(orjson.dumps(r.decision)) for r in caplog.records if r.name == "autoroute.decision" and r.levelno == logging.INFO]
 
 
 def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
@@ -82,8 +107,15 @@ async def test_log_line_has_every_field(caplog: pytest.LogCaptureFixture) -> Non
     assert line["category"] == "complex_coding" and line["complexity"] == 3
     assert line["chosen_model"] == "openai/gpt-4.1" and line["used_model"] == "anthropic/claude-sonnet-4"
     assert [a["status"] for a in line["attempts"]] == [503, 200]
-    assert line["attempts"][0] == {"model": "openai/gpt-4.1", "provider": "openai", "deployment": "openai",
-                                   "status": 503, "kind": "server_error", "reason": "HTTP 503", "seconds": 0.4}
+    assert line["attempts"][0] == {
+        "model": "openai/gpt-4.1",
+        "provider": "openai",
+        "deployment": "openai",
+        "status": 503,
+        "kind": "server_error",
+        "reason": "HTTP 503",
+        "seconds": 0.4,
+    }
     assert (line["input_tokens"], line["output_tokens"]) == (812, 240)
     assert line["cost_usd"] == 0.006 and line["estimated_cost_usd"] == 0.007
     assert (line["total_s"], line["upstream_s"], line["ttft_s"]) == (2.6, 2.5, 0.4)
@@ -97,10 +129,12 @@ async def test_never_prompt_text_by_default_nor_secrets(caplog: pytest.LogCaptur
     caplog.set_level(logging.INFO, logger="autoroute.decision")
     environ = {"OPENAI_API_KEY": OPENAI_KEY, "AUTOROUTE_MASTER_KEY": MASTER, "HOME": "/home/someone-long"}
     d = Decisions(fakeredis.FakeAsyncRedis(), kept=0, secrets=secret_values(environ))
-    raw = d.record(full_record(
-        reason=f"fell back after 401 with key {OPENAI_KEY}",
-        attempts=[{"model": "m", "reason": f"auth failed for {MASTER}", "body": PROMPT}],
-    ))
+    raw = d.record(
+        full_record(
+            reason=f"fell back after 401 with key {OPENAI_KEY}",
+            attempts=[{"model": "m", "reason": f"auth failed for {MASTER}", "body": PROMPT}],
+        )
+    )
     text = everything_logged(caplog) + raw.decode()
     assert PROMPT not in text and "calculate_quarterly" not in text
     assert OPENAI_KEY not in text and MASTER not in text
@@ -236,11 +270,12 @@ def test_record_outside_an_event_loop_still_logs(metrics: Metrics, caplog: pytes
 
 # ── GET /admin/decisions ─────────────────────────────────────────────────────────────
 def admin_app(decisions: Decisions, master: str | None = MASTER, **route_kw: Any) -> Starlette:
-    """The route behind the app's one admin guard (proxy/admin_auth.py), unless a test brings its own."""
+    """The route behind the app's one admin guard (proxy/admin/auth.py), unless a test brings its own."""
     route_kw.setdefault("require_admin", require_admin_default)
     app = Starlette(routes=[decisions_route(**route_kw)])
     app.state.autoroute = SimpleNamespace(
-        settings=Settings(master_key=master, _env_file=None), decisions=decisions,
+        settings=Settings(master_key=master, _env_file=None),
+        decisions=decisions,
         keys=KeyStore(fakeredis.FakeAsyncRedis(), master),
     )
     return app

@@ -22,8 +22,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import Metrics
-from proxy.metrics_export import render
+from proxy.observe.export import render
+from proxy.observe.metrics import Metrics
 from proxy.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +34,24 @@ K8S = DEPLOY / "k8s"
 DASHBOARD = GRAFANA / "autoroute.json"
 
 APP_ENV = [
-    "AUTOROUTE_HOST", "AUTOROUTE_PORT", "AUTOROUTE_POLICY_DIR", "REDIS_URL", "AUTOROUTE_MASTER_KEY",
-    "AUTOROUTE_METRICS_PORT", "AUTOROUTE_WORKERS", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY",
-    "TOGETHER_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GEMINI_API_BASE", "TOGETHER_BASE_URL",
+    "AUTOROUTE_HOST",
+    "AUTOROUTE_PORT",
+    "AUTOROUTE_POLICY_DIR",
+    "REDIS_URL",
+    "AUTOROUTE_MASTER_KEY",
+    "AUTOROUTE_METRICS_PORT",
+    "AUTOROUTE_WORKERS",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "TOGETHER_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+    "GEMINI_API_BASE",
+    "TOGETHER_BASE_URL",
     "OLLAMA_HOST",
 ]
-# Metrics that alerts may query although proxy/metrics.py does not export them.
+# Metrics that alerts may query although proxy/observe/metrics.py does not export them.
 PROMETHEUS_OWN = {"up"}
 
 
@@ -60,25 +72,28 @@ def exercise_all() -> tuple[Metrics, set[str]]:
         "update_bounds": lambda: m.update_bounds(models=models, deployments=deployments),
         "set_build_info": lambda: m.set_build_info("0.1.0", policy.hash),
         "request_started": m.request_started,
-        "observe_route": lambda: m.observe_route(category="complex_coding", model=model, preference="balanced",
-                                                 confidence=0.7, overrides=["budget"]),
+        "observe_route": lambda: m.observe_route(
+            category="complex_coding", model=model, preference="balanced", confidence=0.7, overrides=["budget"]
+        ),
         "observe_llm_classifier": lambda: m.observe_llm_classifier("ok", 0.3),
         "observe_upstream_attempt": lambda: (
             m.observe_upstream_attempt(deployment=dep, provider="openai", model=model, seconds=0.4, error="server_error"),
-            m.observe_upstream_attempt(deployment=dep, provider="openai", model=model, seconds=1.4, ttft_s=0.2)),
+            m.observe_upstream_attempt(deployment=dep, provider="openai", model=model, seconds=1.4, ttft_s=0.2),
+        ),
         "retried": lambda: m.retried("openai"),
         "fell_back": lambda: m.fell_back(model, models[-1]),
         "set_cooldown": lambda: m.set_cooldown(dep, "open"),
-        "observe_usage": lambda: m.observe_usage(model=model, input_tokens=100, output_tokens=20, cost_usd=0.01,
-                                                 estimated_cost_usd=0.012, key="team-a"),
+        "observe_usage": lambda: m.observe_usage(
+            model=model, input_tokens=100, output_tokens=20, cost_usd=0.01, estimated_cost_usd=0.012, key="team-a"
+        ),
         "rejected": lambda: m.rejected("daily_budget"),
         "set_budget_remaining": lambda: m.set_budget_remaining("team-a", "day", 4.0, 5.0),
-        "observe_store": lambda: (m.observe_store("reserve", 0.0004),
-                                  m.observe_store("settle", 0.25, failure="fail_open")),
+        "observe_store": lambda: (m.observe_store("reserve", 0.0004), m.observe_store("settle", 0.25, failure="fail_open")),
         "set_store_up": lambda: m.set_store_up(True),
         "decision_log_error": lambda: m.decision_log_error("write_error"),
-        "observe_request": lambda: m.observe_request(outcome="ok", status=200, total_s=1.5, upstream_s=1.4,
-                                                     category="complex_coding", model=model, preference="balanced"),
+        "observe_request": lambda: m.observe_request(
+            outcome="ok", status=200, total_s=1.5, upstream_s=1.4, category="complex_coding", model=model, preference="balanced"
+        ),
     }
     for call in calls.values():
         call()
@@ -140,8 +155,7 @@ def test_promtool_check_metrics_on_a_real_render(promtool: str, scrape: str) -> 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
     """Every panel query, with Grafana's variables filled in, parses as a recording rule."""
-    rules = [{"record": f"autoroute:dashboard_query_{i}:value", "expr": grafana_to_promql(e)}
-             for i, e in enumerate(dashboard_exprs())]
+    rules = [{"record": f"autoroute:dashboard_query_{i}:value", "expr": grafana_to_promql(e)} for i, e in enumerate(dashboard_exprs())]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     r = run(promtool, "check", "rules", str(path))
@@ -161,7 +175,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
     names = set()
     for match in re.finditer(r"(?<![\w$.])[A-Za-z_:][\w:]*", expr):
-        if expr[match.end():].lstrip().startswith("(") or match.group(0).lower() in _KEYWORDS:
+        if expr[match.end() :].lstrip().startswith("(") or match.group(0).lower() in _KEYWORDS:
             continue
         names.add(match.group(0))
     return names
@@ -200,21 +214,29 @@ def alert_exprs() -> list[str]:
 
 def test_dashboard_and_alerts_query_only_exported_metrics(exported: set[str]) -> None:
     board = dashboard()
-    var_queries = [v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-                   for v in board["templating"]["list"] if v["type"] == "query"]
+    var_queries = [
+        v["query"]["query"] if isinstance(v["query"], dict) else v["query"] for v in board["templating"]["list"] if v["type"] == "query"
+    ]
     queried: dict[str, set[str]] = {}
     for source, exprs in (("dashboard", dashboard_exprs() + var_queries), ("alerts", alert_exprs())):
         for expr in exprs:
             for name in metric_names(expr):
                 queried.setdefault(name, set()).add(source)
     missing = {n: s for n, s in queried.items() if n not in exported and n not in PROMETHEUS_OWN}
-    assert not missing, f"queried but not exported by proxy/metrics.py: {missing}"
+    assert not missing, f"queried but not exported by proxy/observe/metrics.py: {missing}"
     # the operator's morning questions are all on the board
     board_names = {n for e in dashboard_exprs() for n in metric_names(e)}
-    for needed in ("autoroute_cost_usd_total", "autoroute_key_cost_usd_total", "autoroute_routing_decisions_total",
-                   "autoroute_proxy_overhead_seconds_bucket", "autoroute_upstream_duration_seconds_bucket",
-                   "autoroute_upstream_errors_total", "autoroute_fallbacks_total", "autoroute_limit_rejections_total",
-                   "autoroute_deployment_cooldown_state"):
+    for needed in (
+        "autoroute_cost_usd_total",
+        "autoroute_key_cost_usd_total",
+        "autoroute_routing_decisions_total",
+        "autoroute_proxy_overhead_seconds_bucket",
+        "autoroute_upstream_duration_seconds_bucket",
+        "autoroute_upstream_errors_total",
+        "autoroute_fallbacks_total",
+        "autoroute_limit_rejections_total",
+        "autoroute_deployment_cooldown_state",
+    ):
         assert needed in board_names, needed
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.attempts import Outcome
-from proxy.deployments import Balancer, DeploymentTable, available_models
-from proxy.gate import UNLIMITED, LocalGate
-from proxy.health import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, DeploymentHealth
+from proxy.dispatch.attempts import Outcome
+from proxy.dispatch.deployments import Balancer, DeploymentTable, available_models
+from proxy.dispatch.gate import UNLIMITED, LocalGate
+from proxy.dispatch.health import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, DeploymentHealth
 from proxy.policy import Policy
 from proxy.policy.dispatch import Cooldown
-from tests.support.dispatching import MODEL, BODY, deployment, load, make_dispatcher, nano_policy, upstream_name
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.dispatching import BODY, MODEL, deployment, load, make_dispatcher, nano_policy, upstream_name
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer
 
 DEPS = ("d1", "d2", "d3")
@@ -65,8 +65,7 @@ def test_round_robin_is_even(nano3) -> None:  # type: ignore[no-untyped-def]
     assert all(abs(counts[d] / 1000 - 1 / 3) <= 0.01 for d in DEPS), counts
     # the fallbacks rotate too: every order is a rotation of the priority order
     balancer = Balancer(DeploymentTable(nano3("round_robin"), {}))
-    assert [[d.id for d in balancer.order(MODEL)] for _ in range(3)] == [
-        ["d1", "d2", "d3"], ["d2", "d3", "d1"], ["d3", "d1", "d2"]]
+    assert [[d.id for d in balancer.order(MODEL)] for _ in range(3)] == [["d1", "d2", "d3"], ["d2", "d3", "d1"], ["d3", "d1", "d2"]]
 
 
 def test_weighted_follows_weights_interleaved(nano3) -> None:  # type: ignore[no-untyped-def]
@@ -247,8 +246,15 @@ def _shares(upstream: FakeUpstream) -> dict[str, float]:
         ("weighted", (5, 3, 2), (0.5, 0.3, 0.2), 0.05),
     ],
 )
-async def test_strategy_distribution_over_http(nano3, environ: dict, upstream: FakeUpstream, strategy: str,  # type: ignore[no-untyped-def]
-                                               weights: tuple, expected: tuple, tolerance: float) -> None:
+async def test_strategy_distribution_over_http(
+    nano3,
+    environ: dict,
+    upstream: FakeUpstream,
+    strategy: str,  # type: ignore[no-untyped-def]
+    weights: tuple,
+    expected: tuple,
+    tolerance: float,
+) -> None:
     await _run(nano3(strategy, weights=weights), environ, 1000, concurrency=4)
     shares = _shares(upstream)
     print(f"\n{strategy} {weights}: " + ", ".join(f"{d} {shares[d]:.3f}" for d in DEPS))

@@ -12,13 +12,23 @@ import httpx
 import openai
 import pytest
 
-from proxy.exchange import Exchange
-from proxy.state import AppState
+from proxy.request.appstate import AppState
+from proxy.request.exchange import Exchange
 from tests.support.dispatching import (
-    FAST_RETRIES, MODEL, MSG, deployment, fast, nano_policy, proxy, sdk, upstream_name, wait_for,
+    FAST_RETRIES,
+    MODEL,
+    MSG,
+    deployment,
+    fast,
+    nano_policy,
+    proxy,
+    sdk,
+    upstream_name,
+    wait_for,
 )
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer, free_port
+
 SECRETS = ("sk-test-openai-0123456789abcdef", "sk-ant-test-0123456789abcdef", "gm-test-0123456789abcdef")
 
 
@@ -111,7 +121,9 @@ def test_hang_past_read_timeout_is_cut_and_retried(environ: dict, upstream: Fake
     assert ex.outcome.attempts[0].error.kind == "timeout" and 0.25 < ex.outcome.attempts[0].seconds < 0.8
 
 
-def test_refused_port_moves_to_the_next_deployment(environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path) -> None:
+def test_refused_port_moves_to_the_next_deployment(
+    environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path
+) -> None:
     dead = deployment("d1", f"http://127.0.0.1:{free_port()}", priority=1)
     live = deployment("d2", upstream_server.url, priority=2)
     with proxy(environ, nano_policy(tmp_path, upstream_server.url, [dead, live])) as (server, recorded, state):
@@ -147,10 +159,11 @@ def test_non_retryable_4xx_is_returned_at_once_without_fallback(environ: dict, u
     assert ex.status == 400 and ex.outcome.retries == 0 and ex.outcome.fallbacks == 0
 
 
-def test_exhausted_error_lists_every_cause_without_secrets(environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path) -> None:
+def test_exhausted_error_lists_every_cause_without_secrets(
+    environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path
+) -> None:
     upstream.script(upstream_name("d1"), *[Fault.status(500)] * 5)
-    deps = [deployment("d1", upstream_server.url, priority=1),
-            deployment("d2", f"http://127.0.0.1:{free_port()}", priority=2)]
+    deps = [deployment("d1", upstream_server.url, priority=1), deployment("d2", f"http://127.0.0.1:{free_port()}", priority=2)]
     with proxy(environ, nano_policy(tmp_path, upstream_server.url, deps, retries=0)) as (server, recorded, _):
         resp = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": MSG}, timeout=10)
     assert resp.status_code == 502
@@ -179,8 +192,9 @@ def test_open_breaker_answers_503_with_retry_after(environ: dict, upstream: Fake
 
 # ── one deployment down for the whole run ─────────────────────────────────────
 @pytest.mark.parametrize("failure", ["refused", "503"])
-def test_one_deployment_down_no_client_visible_errors(environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer,
-                                                     tmp_path: Path, failure: str) -> None:
+def test_one_deployment_down_no_client_visible_errors(
+    environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path, failure: str
+) -> None:
     url = upstream_server.url
     bad = deployment("d1", f"http://127.0.0.1:{free_port()}" if failure == "refused" else url)
     upstream.script(upstream_name("d1"), *[Fault.status(503)] * 1000)

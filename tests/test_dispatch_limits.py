@@ -10,20 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from proxy.attempts import Outcome
-from proxy.dispatch import Dispatcher
+from proxy.dispatch.attempts import Outcome
+from proxy.dispatch.dispatcher import Dispatcher
 from proxy.errors import UpstreamFailed, UpstreamTimeout
 from proxy.policy import Policy
 from tests.support.dispatching import BODY, MODEL, deployment, load, make_dispatcher, nano_policy, upstream_name
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer
 
 
 @pytest.fixture
 def two_deps(tmp_path: Path, environ: dict, upstream_server: ThreadedServer):  # type: ignore[no-untyped-def]
     def build(d1: dict | None = None, d2: dict | None = None, max_latency_s: float | None = None, **dispatch) -> Policy:  # type: ignore[no-untyped-def]
-        deps = [deployment("d1", upstream_server.url, priority=1, **(d1 or {})),
-                deployment("d2", upstream_server.url, priority=2, **(d2 or {}))]
+        deps = [
+            deployment("d1", upstream_server.url, priority=1, **(d1 or {})),
+            deployment("d2", upstream_server.url, priority=2, **(d2 or {})),
+        ]
         policy = load(nano_policy(tmp_path, upstream_server.url, deps, **dispatch), environ)
         if max_latency_s is not None:
             policy = dataclasses.replace(policy, routing=policy.routing.model_copy(update={"max_latency_s": max_latency_s}))
@@ -160,8 +162,10 @@ async def test_observer_hooks(two_deps, environ: dict, upstream: FakeUpstream) -
     finally:
         await d.upstreams.aclose()
     per_deployment = [
-        ("attempt", "{d}", "server_error"), ("retried", "openai_compatible"),
-        ("attempt", "{d}", "server_error"), ("retried", "openai_compatible"),
+        ("attempt", "{d}", "server_error"),
+        ("retried", "openai_compatible"),
+        ("attempt", "{d}", "server_error"),
+        ("retried", "openai_compatible"),
         ("cooldown", "{d}", "open"),  # the third failure opens its breaker
         ("attempt", "{d}", "server_error"),
     ]

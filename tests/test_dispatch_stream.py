@@ -9,8 +9,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.fake_upstream import Fault, FakeUpstream
 from tests.support.dispatching import MSG, fast, proxy, sdk, wait_for
+from tests.support.fake_upstream import FakeUpstream, Fault
 
 TEXT = "Hello from the fake upstream."
 
@@ -20,7 +20,9 @@ def _text(chunks: list) -> str:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("after_chunks", [0, 1])
-def test_cut_before_the_first_content_is_retried_invisibly(environ: dict, upstream: FakeUpstream, tmp_path: Path, after_chunks: int) -> None:
+def test_cut_before_the_first_content_is_retried_invisibly(
+    environ: dict, upstream: FakeUpstream, tmp_path: Path, after_chunks: int
+) -> None:
     # 0: nothing at all; 1: only the role chunk (no content yet): no byte has reached the client
     upstream.script("gpt-4.1", Fault.cut(after_chunks=after_chunks))
     with proxy(environ, fast(tmp_path)) as (server, recorded, state):

@@ -12,7 +12,7 @@ import pytest
 
 from proxy.app import create_app
 from tests.conftest import make_settings
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.policies import policy_copy
 from tests.support.servers import free_port, serving
 
@@ -50,8 +50,14 @@ def test_malformed_json(proxy_server) -> None:  # type: ignore[no-untyped-def]
         ({"model": "openai/gpt-4.1", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
         ({"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, "temperature"),
         ({"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
-        ({"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages.0.content.0.image_url.url"),
-        ({"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {}}]}, "tools.0.function.name"),
+        (
+            {"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages.0.content.0.image_url.url",
+        ),
+        (
+            {"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {}}]},
+            "tools.0.function.name",
+        ),
     ],
 )
 def test_schema_violation_names_field(proxy_server, body: dict, param: str) -> None:  # type: ignore[no-untyped-def]
@@ -103,13 +109,16 @@ def test_upstream_5xx_is_502_naming_provider(proxy_server, upstream: FakeUpstrea
 
 
 def test_timeout_is_504(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
-    policies = policy_copy(tmp_path, deployments={"openai": {"timeouts": {"connect_s": 1, "read_s": 0.3}}},
-                           files={"dispatch.yaml": {"retries": 0}})
+    policies = policy_copy(
+        tmp_path, deployments={"openai": {"timeouts": {"connect_s": 1, "read_s": 0.3}}}, files={"dispatch.yaml": {"retries": 0}}
+    )
     app = create_app(make_settings(policy_dir=policies), environ=environ)
     with serving(app) as server:
         upstream.script("gpt-4.1", Fault.hang(2))
         started = time.monotonic()
-        err = assert_openai_error(post(server.url, {"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "x"}]}), 504, "upstream_timeout")
+        err = assert_openai_error(
+            post(server.url, {"model": "openai/gpt-4.1", "messages": [{"role": "user", "content": "x"}]}), 504, "upstream_timeout"
+        )
         assert time.monotonic() - started < 1.5
         assert "openai" in err["message"]
 

@@ -23,8 +23,14 @@ def test_the_set_is_large_and_covers_what_the_issue_asks() -> None:
     assert len({r["id"] for r in rows}) == len(rows)
     bodies = [r["body"] for r in rows]
     assert {r["category"] for r in rows} == {
-        "deep_reasoning", "complex_coding", "long_document", "agentic_tool_use",
-        "qa_retrieval", "text_generation", "classification", "embedding",
+        "deep_reasoning",
+        "complex_coding",
+        "long_document",
+        "agentic_tool_use",
+        "qa_retrieval",
+        "text_generation",
+        "classification",
+        "embedding",
     }
     assert sum(any(m["role"] == "system" for m in b["messages"]) for b in bodies) >= 10
     assert sum(sum(m["role"] == "user" for m in b["messages"]) > 1 for b in bodies) >= 5

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
-from proxy.keys import ANONYMOUS, EPOCH, MASTER, KeyFields, KeyRecord, KeyStore, bearer_token
+from proxy.keys.store import ANONYMOUS, EPOCH, MASTER, KeyFields, KeyRecord, KeyStore, bearer_token
+from proxy.limits.store import embedded_redis
 from proxy.policy.registry import ModelSpec
-from proxy.store import embedded_redis
 
 MASTER_KEY = "master-secret-for-tests-0123456789"
 

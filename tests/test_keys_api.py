@@ -88,10 +88,16 @@ def test_rpm_429_is_a_rate_limit_error_with_headers(server: ThreadedServer) -> N
 def test_budget_homeostasis_downgrades_then_refuses(server: ThreadedServer, upstream: FakeUpstream) -> None:
     # Enough for a cheap model's estimate, not for the balanced choice of a hard coding task.
     key = new_key(server, budget_usd_day=0.0005)
-    hard = [{"role": "user", "content": "Design and implement a lock-free concurrent hash map in C++ with resizing, "
-                                        "memory reclamation and a full test suite. Explain every design decision."}]
-    route = httpx.post(server.url + "/v1/route", json={"model": "auto", "messages": hard},
-                       headers={"authorization": f"Bearer {MASTER}"}).json()
+    hard = [
+        {
+            "role": "user",
+            "content": "Design and implement a lock-free concurrent hash map in C++ with resizing, "
+            "memory reclamation and a full test suite. Explain every design decision.",
+        }
+    ]
+    route = httpx.post(
+        server.url + "/v1/route", json={"model": "auto", "messages": hard}, headers={"authorization": f"Bearer {MASTER}"}
+    ).json()
     assert route["estimated_cost_usd"] > 0.0005  # unconstrained, the choice would not fit
     raw = sdk(server, key).chat.completions.with_raw_response.create(model="auto", messages=hard)
     assert raw.headers["x-autoroute-model"] != route["model"]
@@ -123,7 +129,9 @@ def test_usage_per_key_and_per_agent(server: ThreadedServer) -> None:
     for _ in range(2):
         client.chat.completions.create(model="openai/gpt-4.1-nano", messages=HI, user="agent-7")
     client.chat.completions.create(model="openai/gpt-4.1-nano", messages=HI, extra_headers={"x-agent-id": "agent-8"})
-    key_id = next(k["id"] for k in admin(server, "GET", "/admin/keys").json()["data"] if k["key_prefix"] and key.startswith(k["key_prefix"]))
+    key_id = next(
+        k["id"] for k in admin(server, "GET", "/admin/keys").json()["data"] if k["key_prefix"] and key.startswith(k["key_prefix"])
+    )
     usage = admin(server, "GET", f"/admin/keys/{key_id}/usage").json()
     day = usage["day"]
     assert day["requests"] == 3 and day["input_tokens"] > 0 and day["cost_usd"] > 0

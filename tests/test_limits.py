@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.errors import RateLimited
-from proxy.policy.limits import TaskBudget
-from proxy.limits_format import (
+from proxy.limits.format import (
     DeploymentBusy,
     KeyBudgetExceeded,
     KeyRateLimited,
@@ -17,6 +16,7 @@ from proxy.limits_format import (
     next_period_start,
     rate_limit_headers,
 )
+from proxy.policy.limits import TaskBudget
 from tests.support.limiting import Clock, admit, clock, dep, key, make_limiter, redis  # noqa: F401  (clock, redis: fixtures)
 
 # ---------------------------------------------------------------------------- formats

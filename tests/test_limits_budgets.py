@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from proxy.errors import BudgetExceeded, StoreUnavailable
-from proxy.limits_format import KeyBudgetExceeded, KeyRateLimited
-from proxy.limits import Limiter
+from proxy.limits.format import KeyBudgetExceeded, KeyRateLimited
+from proxy.limits.limiter import Limiter
 from proxy.policy.limits import LimitsPolicy, TaskBudget
 from tests.support.limiting import Clock, admit, clock, key, make_limiter, redis  # noqa: F401  (clock, redis: fixtures)
 
@@ -188,7 +188,7 @@ async def test_openai_sdk_sees_rate_limit_error_with_headers(redis: Any, clock: 
     from starlette.routing import Route
 
     from proxy.errors import ProxyError
-    from proxy.keys import KeyFields, KeyStore, bearer_token
+    from proxy.keys.store import KeyFields, KeyStore, bearer_token
 
     keys = KeyStore(redis, "sdk-test-master-key-000")
     lim = make_limiter(redis, clock)

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 from proxy.errors import StoreUnavailable
-from proxy.keys import EPOCH, KeyFields, KeyRecord, KeyStore
-from proxy.limits import Limiter, Reservation
-from proxy.limits_format import DeploymentBusy, KeyBudgetExceeded, KeyRateLimited
+from proxy.keys.store import EPOCH, KeyFields, KeyRecord, KeyStore
+from proxy.limits.format import DeploymentBusy, KeyBudgetExceeded, KeyRateLimited
+from proxy.limits.limiter import Limiter, Reservation
+from proxy.limits.store import connect_redis, ping
 from proxy.policy.limits import LimitsPolicy
 from proxy.policy.registry import Deployment
-from proxy.store import connect_redis, ping
 
 pytestmark = pytest.mark.redis
 
@@ -96,11 +96,11 @@ async def test_deployment_limits_hold_under_concurrency(redis: Any, prefix: str,
 
 _WORKER = """
 import asyncio, json, sys, time
-from proxy.keys import EPOCH, KeyRecord
-from proxy.limits import Limiter, Reservation
-from proxy.limits_format import KeyRateLimited
+from proxy.keys.store import EPOCH, KeyRecord
+from proxy.limits.limiter import Limiter, Reservation
+from proxy.limits.format import KeyRateLimited
 from proxy.policy.limits import LimitsPolicy
-from proxy.store import connect_redis
+from proxy.limits.store import connect_redis
 
 async def main(url, prefix, start_at, n):
     redis = connect_redis(url, timeout_s=5.0)
@@ -131,8 +131,15 @@ async def test_two_processes_share_one_limit(redis: Any, prefix: str, tmp_path: 
     start_at = time.time() + 4.0
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, str(script), REDIS_URL, prefix, str(start_at), "150", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            str(script),
+            REDIS_URL,
+            prefix,
+            str(start_at),
+            "150",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         for _ in range(2)
     ]
@@ -147,9 +154,7 @@ async def test_two_processes_share_one_limit(redis: Any, prefix: str, tmp_path: 
     assert sum(r["refused"] for r in reports) == 200
 
 
-@pytest.mark.parametrize(
-    ("low", "high", "seed"), [(1.0, 1.0, 1), (0.3, 1.0, 2), (0.5, 1.0, 3), (0.8, 1.2, 4), (0.9, 1.5, 5)]
-)
+@pytest.mark.parametrize(("low", "high", "seed"), [(1.0, 1.0, 1), (0.3, 1.0, 2), (0.5, 1.0, 3), (0.8, 1.2, 4), (0.9, 1.5, 5)])
 async def test_200_concurrent_requests_never_overspend_a_budget_for_50(redis: Any, prefix: str, low: float,
                                                                       high: float, seed: int) -> None:  # fmt: skip
     """Budget $0.50, estimate $0.01: exactly 50 fit. Actual cost = estimate x U(low, high).

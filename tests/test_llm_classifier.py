@@ -1,4 +1,4 @@
-"""proxy/llm_classifier.py with fake completion callables: good, slow, failing, malformed."""
+"""proxy/routing/llm_classifier.py with fake completion callables: good, slow, failing, malformed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from proxy.classify import classify
-from proxy.llm_classifier import LLMClassifier, parse_verdict
 from proxy.policy.routing import LLMClassifierSettings
+from proxy.routing.classify import classify
+from proxy.routing.llm_classifier import LLMClassifier, parse_verdict
 
 ON = LLMClassifierSettings(enabled=True, min_confidence=0.99, timeout_s=0.2, cache_size=8, cache_ttl_s=60)
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "thoughts on this?"}]}
@@ -58,16 +58,20 @@ async def test_good_verdict_replaces_category_and_complexity() -> None:
     assert sent["response_format"] == {"type": "json_object"} and sent["messages"][0]["role"] == "system"
 
 
-@pytest.mark.parametrize(("fake", "reason"), [
-    (Fake(json.dumps({"category": "qa_retrieval", "complexity": 1}), delay=1.0), "timeout"),
-    (Fake(error=ConnectionError("upstream down")), "error"),
-    (Fake(error=ValueError("bad response")), "error"),
-    (Fake("I think it is coding"), "invalid"),
-    (Fake(json.dumps({"category": "poetry", "complexity": 2})), "invalid"),
-    (Fake(json.dumps({"category": "qa_retrieval", "complexity": 9})), "invalid"),
-    (Fake(json.dumps({"category": "qa_retrieval", "complexity": True})), "invalid"),
-    (Fake(None), "invalid"),
-], ids=["slow", "connection", "exception", "prose", "unknown-category", "complexity-range", "bool-complexity", "no-content"])
+@pytest.mark.parametrize(
+    ("fake", "reason"),
+    [
+        (Fake(json.dumps({"category": "qa_retrieval", "complexity": 1}), delay=1.0), "timeout"),
+        (Fake(error=ConnectionError("upstream down")), "error"),
+        (Fake(error=ValueError("bad response")), "error"),
+        (Fake("I think it is coding"), "invalid"),
+        (Fake(json.dumps({"category": "poetry", "complexity": 2})), "invalid"),
+        (Fake(json.dumps({"category": "qa_retrieval", "complexity": 9})), "invalid"),
+        (Fake(json.dumps({"category": "qa_retrieval", "complexity": True})), "invalid"),
+        (Fake(None), "invalid"),
+    ],
+    ids=["slow", "connection", "exception", "prose", "unknown-category", "complexity-range", "bool-complexity", "no-content"],
+)
 async def test_any_failure_keeps_the_heuristic_verdict(fake: Fake, reason: str) -> None:
     llm = LLMClassifier(ON, fake)
     heuristic = classify(BODY)
@@ -123,8 +127,11 @@ async def test_cache_is_bounded_lru() -> None:
 
 
 async def test_max_tokens_and_critical_level_survive_refinement() -> None:
-    body = {"messages": [{"role": "user", "content": "do the thing"}], "max_tokens": 123,
-            "tools": [{"type": "function", "function": {"name": "delete_records", "description": "Delete records.", "parameters": {}}}]}
+    body = {
+        "messages": [{"role": "user", "content": "do the thing"}],
+        "max_tokens": 123,
+        "tools": [{"type": "function", "function": {"name": "delete_records", "description": "Delete records.", "parameters": {}}}],
+    }
     heuristic = classify(body)
     assert heuristic.level == "critical"
     llm = LLMClassifier(ON, Fake(json.dumps({"category": "agentic_tool_use", "complexity": 1})))
@@ -135,22 +142,28 @@ async def test_max_tokens_and_critical_level_survive_refinement() -> None:
 def test_excerpt_is_bounded_and_omits_tool_schemas() -> None:
     settings = LLMClassifierSettings(enabled=True, max_prompt_chars=400)
     llm = LLMClassifier(settings, Fake())
-    body = {"messages": [{"role": "system", "content": "S" * 5000}, {"role": "user", "content": "x" * 50_000}],
-            "tools": [{"type": "function", "function": {"name": "search", "description": "secret schema text",
-                                                        "parameters": {"type": "object"}}}]}
+    body = {
+        "messages": [{"role": "system", "content": "S" * 5000}, {"role": "user", "content": "x" * 50_000}],
+        "tools": [
+            {"type": "function", "function": {"name": "search", "description": "secret schema text", "parameters": {"type": "object"}}}
+        ],
+    }
     excerpt = llm.excerpt(body, classify(body))
     assert len(excerpt) < 400 + 300 + 400  # turn budget + system head + fixed lines
     assert "search" in excerpt and "secret schema text" not in excerpt
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ('{"category": "embedding", "complexity": 2}', ("embedding", 2)),
-    ('```json\n{"category": "classification", "complexity": "3"}\n```', ("classification", 3)),
-    ('Sure! {"category": "long_document", "complexity": 5} hope that helps', ("long_document", 5)),
-    ("[1, 2]", None),
-    ('{"category": "qa_retrieval"}', None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"category": "embedding", "complexity": 2}', ("embedding", 2)),
+        ('```json\n{"category": "classification", "complexity": "3"}\n```', ("classification", 3)),
+        ('Sure! {"category": "long_document", "complexity": 5} hope that helps', ("long_document", 5)),
+        ("[1, 2]", None),
+        ('{"category": "qa_retrieval"}', None),
+        ("", None),
+    ],
+)
 def test_parse_verdict(content: str, expected: tuple[str, int] | None) -> None:
     assert parse_verdict(response(content)) == expected
 

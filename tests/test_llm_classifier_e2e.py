@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from proxy.app import create_app
-from proxy.classify import classify
+from proxy.routing.classify import classify
 from tests.conftest import POLICIES, make_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.policies import policy_copy

@@ -1,4 +1,4 @@
-"""proxy/metrics.py and proxy/metrics_export.py: each event moves the right series by the right
+"""proxy/observe/metrics.py and proxy/observe/export.py: each event moves the right series by the right
 amount, labels stay bounded, nothing touches the default registry, and multiprocess mode sums
 real OS processes (two writer processes, and a real uvicorn with two workers)."""
 
@@ -18,12 +18,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from proxy import errors
-from proxy.metrics import (
-    CATEGORIES, ERROR_KINDS, LIMITS, OUTCOMES, PREFERENCES, PROVIDERS, Metrics, error_kind_for_status,
-    outcome_of, status_class,
+from proxy.observe.export import (
+    metrics_route,
+    render,
+    start_metrics_server,
 )
-from proxy.metrics_export import (
-    metrics_route, render, start_metrics_server,
+from proxy.observe.metrics import (
+    CATEGORIES,
+    ERROR_KINDS,
+    LIMITS,
+    OUTCOMES,
+    PREFERENCES,
+    PROVIDERS,
+    Metrics,
+    error_kind_for_status,
+    outcome_of,
+    status_class,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +66,16 @@ def test_request_lifecycle_counts_in_flight_outcome_and_latencies(m: Metrics) ->
     m.request_started()
     m.request_started()
     assert val(m, "autoroute_requests_in_flight") == 2
-    m.observe_request(outcome="ok", status=200, total_s=2.5, upstream_s=2.4985, category="complex_coding",
-                      model="openai/gpt-4.1", preference="balanced", stream=True)
+    m.observe_request(
+        outcome="ok",
+        status=200,
+        total_s=2.5,
+        upstream_s=2.4985,
+        category="complex_coding",
+        model="openai/gpt-4.1",
+        preference="balanced",
+        stream=True,
+    )
     assert val(m, "autoroute_requests_in_flight") == 1
     labels = dict(category="complex_coding", model="openai/gpt-4.1", preference="balanced", outcome="ok", status="2xx")
     assert val(m, "autoroute_requests_total", **labels) == 1
@@ -72,8 +90,7 @@ def test_request_lifecycle_counts_in_flight_outcome_and_latencies(m: Metrics) ->
 
     m.observe_request(outcome="rate_limited", status=429, total_s=0.002)  # refused before routing
     assert val(m, "autoroute_requests_in_flight") == 0
-    assert val(m, "autoroute_requests_total", category="none", model="none", preference="none",
-               outcome="rate_limited", status="4xx") == 1
+    assert val(m, "autoroute_requests_total", category="none", model="none", preference="none", outcome="rate_limited", status="4xx") == 1
     assert val(m, "autoroute_request_duration_seconds_count", stream="false") == 1
     assert val(m, "autoroute_proxy_overhead_seconds_count") == 2
 
@@ -86,11 +103,11 @@ def test_overhead_never_negative(m: Metrics) -> None:
 
 
 def test_route_counts_decision_confidence_and_overrides(m: Metrics) -> None:
-    m.observe_route(category="classification", model="openai/gpt-4.1-nano", preference="cheapest",
-                    confidence=0.35, overrides=["tools", "budget"])
+    m.observe_route(
+        category="classification", model="openai/gpt-4.1-nano", preference="cheapest", confidence=0.35, overrides=["tools", "budget"]
+    )
     m.observe_route(category="classification", model="openai/gpt-4.1-nano", preference="cheapest", confidence=0.95)
-    assert val(m, "autoroute_routing_decisions_total", category="classification",
-               model="openai/gpt-4.1-nano", preference="cheapest") == 2
+    assert val(m, "autoroute_routing_decisions_total", category="classification", model="openai/gpt-4.1-nano", preference="cheapest") == 2
     assert val(m, "autoroute_classifier_confidence_ratio_count", category="classification") == 2
     assert val(m, "autoroute_classifier_confidence_ratio_sum", category="classification") == pytest.approx(1.3)
     assert val(m, "autoroute_classifier_confidence_ratio_bucket", category="classification", le="0.4") == 1
@@ -116,19 +133,26 @@ def test_upstream_attempts_errors_ttft_retries_fallbacks(m: Metrics) -> None:
     m.retried("openai")
     m.observe_upstream_attempt(**common, seconds=0.2, error=error_kind_for_status(503))
     m.fell_back("openai/gpt-4.1", "anthropic/claude-sonnet-4")
-    m.observe_upstream_attempt(deployment="anthropic", provider="anthropic", model="anthropic/claude-sonnet-4",
-                               seconds=3.0, ttft_s=0.6)
+    m.observe_upstream_attempt(deployment="anthropic", provider="anthropic", model="anthropic/claude-sonnet-4", seconds=3.0, ttft_s=0.6)
     assert val(m, "autoroute_upstream_attempts_total", **common, result="error") == 2
-    assert val(m, "autoroute_upstream_attempts_total", deployment="anthropic", provider="anthropic",
-               model="anthropic/claude-sonnet-4", result="ok") == 1
+    assert (
+        val(
+            m,
+            "autoroute_upstream_attempts_total",
+            deployment="anthropic",
+            provider="anthropic",
+            model="anthropic/claude-sonnet-4",
+            result="ok",
+        )
+        == 1
+    )
     assert val(m, "autoroute_upstream_errors_total", provider="openai", kind="timeout") == 1
     assert val(m, "autoroute_upstream_errors_total", provider="openai", kind="server_error") == 1
     assert val(m, "autoroute_upstream_errors_total", provider="anthropic", kind="timeout") == 0
     assert val(m, "autoroute_upstream_duration_seconds_count", provider="openai", model="openai/gpt-4.1") == 2
     assert val(m, "autoroute_upstream_duration_seconds_sum", provider="openai", model="openai/gpt-4.1") == pytest.approx(30.2)
     assert val(m, "autoroute_time_to_first_token_seconds_count", provider="anthropic", model="anthropic/claude-sonnet-4") == 1
-    assert val(m, "autoroute_time_to_first_token_seconds_bucket", provider="anthropic",
-               model="anthropic/claude-sonnet-4", le="0.5") == 0
+    assert val(m, "autoroute_time_to_first_token_seconds_bucket", provider="anthropic", model="anthropic/claude-sonnet-4", le="0.5") == 0
     assert val(m, "autoroute_time_to_first_token_seconds_count", provider="openai", model="openai/gpt-4.1") == 0
     assert val(m, "autoroute_upstream_retries_total", provider="openai") == 1
     assert val(m, "autoroute_fallbacks_total", from_model="openai/gpt-4.1", to_model="anthropic/claude-sonnet-4") == 1
@@ -150,8 +174,7 @@ def test_cooldown_state_and_openings(m: Metrics) -> None:
 
 
 def test_usage_tokens_cost_and_estimate(m: Metrics) -> None:
-    m.observe_usage(model="openai/gpt-4.1", input_tokens=1000, output_tokens=250, cost_usd=0.004,
-                    estimated_cost_usd=0.005, key="team-a")
+    m.observe_usage(model="openai/gpt-4.1", input_tokens=1000, output_tokens=250, cost_usd=0.004, estimated_cost_usd=0.005, key="team-a")
     m.observe_usage(model="openai/gpt-4.1", input_tokens=10, output_tokens=5, cost_usd=0.0001)
     assert val(m, "autoroute_tokens_total", model="openai/gpt-4.1", direction="input") == 1010
     assert val(m, "autoroute_tokens_total", model="openai/gpt-4.1", direction="output") == 255
@@ -253,9 +276,25 @@ def test_outcome_of(exc: BaseException | None, outcome: str) -> None:
 
 def test_status_class_and_error_kind() -> None:
     assert [status_class(s) for s in (200, 201, 302, 400, 429, 499, 500, 503, 999)] == [
-        "2xx", "2xx", "3xx", "4xx", "4xx", "4xx", "5xx", "5xx", "other"]
+        "2xx",
+        "2xx",
+        "3xx",
+        "4xx",
+        "4xx",
+        "4xx",
+        "5xx",
+        "5xx",
+        "other",
+    ]
     assert [error_kind_for_status(s) for s in (429, 401, 403, 400, 404, 500, 502)] == [
-        "rate_limited", "auth", "auth", "rejected", "rejected", "server_error", "server_error"]
+        "rate_limited",
+        "auth",
+        "auth",
+        "rejected",
+        "rejected",
+        "server_error",
+        "server_error",
+    ]
 
 
 # ── label sets stay bounded ──────────────────────────────────────────────────────────

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
 from tests.conftest import make_settings
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.policies import policy_copy
 from tests.support.servers import ThreadedServer, serving
 from tests.test_deploy import promtool  # noqa: F401  (fixture: required in CI, skipped elsewhere)
@@ -45,19 +45,19 @@ def total(samples: dict, name: str, **labels: str) -> float:
 
 
 def test_counters_move_by_the_right_amounts(server: ThreadedServer, upstream: FakeUpstream, policy) -> None:  # type: ignore[no-untyped-def]
-    key = httpx.post(server.url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"},
-                     json={"name": "metrics", "rpm": 2}).json()["key"]
+    key = httpx.post(server.url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"}, json={"name": "metrics", "rpm": 2}).json()[
+        "key"
+    ]
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
-    plan = httpx.post(server.url + "/v1/route", json={"model": "auto", "messages": ASK},
-                      headers={"authorization": f"Bearer {key}"}).json()
+    plan = httpx.post(server.url + "/v1/route", json={"model": "auto", "messages": ASK}, headers={"authorization": f"Bearer {key}"}).json()
     primary, fallback = plan["model"], plan["fallbacks"][0]
     before = scrape(server)
 
-    ok = client.chat.completions.create(model="auto", messages=ASK)                      # 1: auto-routed
+    ok = client.chat.completions.create(model="auto", messages=ASK)  # 1: auto-routed
     upstream.script(policy.models[primary].api_model_id, Fault.status(500))
     failed_over = client.chat.completions.with_raw_response.create(model="auto", messages=ASK)  # 2: fails over
     assert failed_over.headers["x-autoroute-model"] == fallback
-    with pytest.raises(openai.RateLimitError):                                             # 3: rate-limited
+    with pytest.raises(openai.RateLimitError):  # 3: rate-limited
         client.chat.completions.create(model="auto", messages=ASK)
 
     after = scrape(server)
@@ -84,7 +84,7 @@ def test_counters_move_by_the_right_amounts(server: ThreadedServer, upstream: Fa
     assert delta("autoroute_limiter_store_duration_seconds_count", operation="reserve") >= 2
 
 
-def test_promtool_accepts_a_real_scrape(server: ThreadedServer, promtool: str, tmp_path: Path) -> None:  # noqa: F811
+def test_promtool_accepts_a_real_scrape(server: ThreadedServer, promtool: str, tmp_path: Path) -> None:
     openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER, max_retries=0).chat.completions.create(model="auto", messages=ASK)
     text = httpx.get(server.url + "/metrics").text
     assert "autoroute_requests_total" in text

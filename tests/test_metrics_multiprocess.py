@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.metrics_export import mark_worker_dead, prepare_multiprocess_dir, render
+from proxy.observe.export import mark_worker_dead, prepare_multiprocess_dir, render
 from tests.support.servers import free_port as _free_port
 from tests.test_metrics import ROOT, families
 
@@ -23,8 +23,8 @@ from tests.test_metrics import ROOT, families
 WRITER = textwrap.dedent("""
     import json, os, sys
     from prometheus_client import CollectorRegistry
-    from proxy.metrics import Metrics
-    from proxy.metrics_export import multiprocess_dir
+    from proxy.observe.metrics import Metrics
+    from proxy.observe.export import multiprocess_dir
     n, state, store_ok = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
     m = Metrics(CollectorRegistry(), models=["openai/gpt-4.1"], deployments=["openai"])
     for _ in range(n):
@@ -40,8 +40,7 @@ WRITER = textwrap.dedent("""
 
 
 def _run_writer(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", WRITER, *args], env=env, capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run([sys.executable, "-c", WRITER, *args], env=env, capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -66,7 +65,8 @@ def test_multiprocess_two_processes_are_summed(tmp_path: Path) -> None:
 
     fam = families(render(CollectorRegistry(), multiproc_dir=str(mp_dir))[0])
     sample = lambda fname, sname, **labels: next(  # noqa: E731
-        s.value for s in fam[fname].samples if s.name == sname and all(s.labels.get(k) == v for k, v in labels.items()))
+        s.value for s in fam[fname].samples if s.name == sname and all(s.labels.get(k) == v for k, v in labels.items())
+    )
     assert sample("autoroute_requests", "autoroute_requests_total", category="qa_retrieval", outcome="ok") == 5
     assert sample("autoroute_tokens", "autoroute_tokens_total", direction="input") == 500
     assert sample("autoroute_cost_usd", "autoroute_cost_usd_total") == pytest.approx(1.25)
@@ -91,8 +91,8 @@ MP_APP = textwrap.dedent("""
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
-    from proxy.metrics import Metrics
-    from proxy.metrics_export import mark_worker_dead, metrics_route, multiprocess_dir
+    from proxy.observe.metrics import Metrics
+    from proxy.observe.export import mark_worker_dead, metrics_route, multiprocess_dir
 
     async def hit(request):
         m = request.app.state.autoroute.metrics
@@ -119,9 +119,26 @@ def test_uvicorn_two_workers_metrics_sum_both(tmp_path: Path) -> None:
     assert mp_dir and env["PROMETHEUS_MULTIPROC_DIR"] == mp_dir
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "mp_app:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "mp_app:app",
+            "--app-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         pids: dict[str, int] = {}
         hits = 0

@@ -14,7 +14,11 @@ def test_no_connection_except_loopback() -> None:
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
         [sys.executable, "-m", "tests.support.offline_probe", str(POLICIES)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
@@ -30,7 +34,8 @@ def test_hook_would_catch_a_real_download() -> None:
         "for host in ('huggingface.co', '93.184.216.34'):\n"
         " try:\n  socket.create_connection((host, 443), timeout=1)\n except ConnectionRefusedError as e: print('refused', e)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert "refused offline test: DNS lookup of huggingface.co" in proc.stdout
     assert "refused offline test: DNS lookup of 93.184.216.34" in proc.stdout

@@ -41,11 +41,21 @@ def test_registry_has_the_tutorial_models_and_local_default() -> None:
 
 
 def test_base_urls_follow_conventional_variables() -> None:
-    env = {"OPENAI_BASE_URL": "http://gw.local/v1/", "ANTHROPIC_BASE_URL": "http://a.local", "GEMINI_API_BASE": "http://g.local",
-           "TOGETHER_BASE_URL": "http://t.local/v1", "OLLAMA_HOST": "10.0.0.5:11434"}
+    env = {
+        "OPENAI_BASE_URL": "http://gw.local/v1/",
+        "ANTHROPIC_BASE_URL": "http://a.local",
+        "GEMINI_API_BASE": "http://g.local",
+        "TOGETHER_BASE_URL": "http://t.local/v1",
+        "OLLAMA_HOST": "10.0.0.5:11434",
+    }
     bases = {d.id: d.api_base for d in load_policy(POLICIES, env).deployments}
-    assert bases == {"openai": "http://gw.local/v1", "anthropic": "http://a.local", "gemini": "http://g.local",
-                     "together": "http://t.local/v1", "ollama": "http://10.0.0.5:11434/v1"}
+    assert bases == {
+        "openai": "http://gw.local/v1",
+        "anthropic": "http://a.local",
+        "gemini": "http://g.local",
+        "together": "http://t.local/v1",
+        "ollama": "http://10.0.0.5:11434/v1",
+    }
     defaults = {d.id: d.api_base for d in load_policy(POLICIES, {}).deployments}
     assert defaults["openai"] == "https://api.openai.com/v1"
 
@@ -61,8 +71,14 @@ def test_keys_are_named_never_stored() -> None:
 
 @pytest.mark.parametrize(
     "text,default,env,expected",
-    [("${A}", None, {"A": "1"}, "1"), ("${A:-x}", None, {}, "x"), ("${A:-x}", None, {"A": ""}, "x"),
-     ("pre-${A}-post", None, {"A": "v"}, "pre-v-post"), ("${A:-}", None, {}, ""), ("no refs", None, {}, "no refs")],
+    [
+        ("${A}", None, {"A": "1"}, "1"),
+        ("${A:-x}", None, {}, "x"),
+        ("${A:-x}", None, {"A": ""}, "x"),
+        ("pre-${A}-post", None, {"A": "v"}, "pre-v-post"),
+        ("${A:-}", None, {}, ""),
+        ("no refs", None, {}, "no refs"),
+    ],
 )
 def test_env_expansion(text: str, default: None, env: dict, expected: str) -> None:
     assert expand_env(text, env) == expected
@@ -99,7 +115,9 @@ def test_unknown_field_rejected(tmp_path: Path) -> None:
 
 
 def test_deployment_must_serve_existing_models(tmp_path: Path) -> None:
-    message = _break(tmp_path, lambda d: d["deployments"].append({"id": "x", "provider": "openai", "api_base": "http://x", "models": ["openai/gpt-9*"]}))
+    message = _break(
+        tmp_path, lambda d: d["deployments"].append({"id": "x", "provider": "openai", "api_base": "http://x", "models": ["openai/gpt-9*"]})
+    )
     assert "matches no model" in message
 
 
@@ -128,7 +146,7 @@ def test_hash_changes_with_content(tmp_path: Path) -> None:
 
 
 def test_cli_policy_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from proxy.cli import main
+    from proxy.cli.main import main
 
     assert main(["policy", "check", "--policy", str(POLICIES)]) == 0
     assert "policy OK" in capsys.readouterr().out

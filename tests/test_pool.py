@@ -11,7 +11,7 @@ import pytest
 from proxy.policy import Policy
 from proxy.providers.base import UpstreamCall, UpstreamError
 from proxy.providers.http import Pool, Upstreams
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import free_port
 
 BODY = orjson.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})

@@ -31,10 +31,18 @@ ASK = {"model": "openai/gpt-4.1-nano", "messages": [{"role": "user", "content": 
 @contextmanager
 def proxy_process(redis_url: str, upstream_url: str, policy_dir: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, **provider_environ(upstream_url), "PYTHONPATH": str(REPO), "REDIS_URL": redis_url,
-           "AUTOROUTE_MASTER_KEY": MASTER, "AUTOROUTE_POLICY_DIR": str(policy_dir), "AUTOROUTE_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        **provider_environ(upstream_url),
+        "PYTHONPATH": str(REPO),
+        "REDIS_URL": redis_url,
+        "AUTOROUTE_MASTER_KEY": MASTER,
+        "AUTOROUTE_POLICY_DIR": str(policy_dir),
+        "AUTOROUTE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -72,8 +80,11 @@ def redis_db13() -> Iterator[str]:
 
 
 def test_two_proxy_processes_enforce_one_limit(redis_db13: str, tmp_path: Path) -> None:
-    with serving(FakeUpstream()) as up, proxy_process(redis_db13, up.url, policy_copy(tmp_path)) as a, \
-            proxy_process(redis_db13, up.url, policy_copy(tmp_path / "b")) as b:
+    with (
+        serving(FakeUpstream()) as up,
+        proxy_process(redis_db13, up.url, policy_copy(tmp_path)) as a,
+        proxy_process(redis_db13, up.url, policy_copy(tmp_path / "b")) as b,
+    ):
         key = create_key(a, rpm=10)  # created on A, known to B at once (one store)
 
         def call(i: int) -> int:

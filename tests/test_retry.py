@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
+from proxy.dispatch.retry import backoff_s, retry_wait_s
 from proxy.policy.dispatch import DispatchPolicy
 from proxy.providers.base import UpstreamError
-from proxy.retry import backoff_s, retry_wait_s
 
 
 @pytest.mark.parametrize("retry,ceiling", [(0, 0.25), (1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (40, 8.0)])

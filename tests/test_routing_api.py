@@ -11,19 +11,36 @@ import httpx
 import openai
 import pytest
 
-from proxy.cli import main as cli
+from proxy.cli.main import main as cli
 from tests.support.fake_upstream import FakeUpstream
 
-ROUTE_FIELDS = {"decision_id", "category", "complexity", "level", "confidence", "model", "provider", "tier",
-                "fallbacks", "estimated_input_tokens", "estimated_output_tokens", "estimated_cost_usd", "reason",
-                "policy_hash", "signals"}
-CODE_TASK = ("Write a complete Python implementation of a distributed rate limiter using Redis, with a sliding "
-             "window algorithm, support for multiple rate limit tiers, and comprehensive unit tests.")
+ROUTE_FIELDS = {
+    "decision_id",
+    "category",
+    "complexity",
+    "level",
+    "confidence",
+    "model",
+    "provider",
+    "tier",
+    "fallbacks",
+    "estimated_input_tokens",
+    "estimated_output_tokens",
+    "estimated_cost_usd",
+    "reason",
+    "policy_hash",
+    "signals",
+}
+CODE_TASK = (
+    "Write a complete Python implementation of a distributed rate limiter using Redis, with a sliding "
+    "window algorithm, support for multiple rate limit tiers, and comprehensive unit tests."
+)
 
 
 def test_auto_answer_comes_from_the_decided_model(client: openai.OpenAI, upstream: FakeUpstream, policy) -> None:  # type: ignore[no-untyped-def]
     raw = client.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "What is the capital of France?"}])
+        model="auto", messages=[{"role": "user", "content": "What is the capital of France?"}]
+    )
     completion = raw.parse()
     chosen = raw.headers["x-autoroute-model"]
     assert completion.model == chosen
@@ -40,8 +57,11 @@ def test_auto_answer_comes_from_the_decided_model(client: openai.OpenAI, upstrea
 
 def test_auto_streamed(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="auto", stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Summarize: the meeting moved to Tuesday."}])
+        model="auto",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Summarize: the meeting moved to Tuesday."}],
+    )
     chosen = raw.headers["x-autoroute-model"]
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the fake upstream."
@@ -50,8 +70,9 @@ def test_auto_streamed(client: openai.OpenAI, upstream: FakeUpstream) -> None:
 
 
 def test_route_endpoint_decides_without_calling_a_model(proxy_server, upstream: FakeUpstream, policy) -> None:  # type: ignore[no-untyped-def]
-    resp = httpx.post(proxy_server.url + "/v1/route", timeout=10, json={
-        "model": "auto", "messages": [{"role": "user", "content": CODE_TASK}]})
+    resp = httpx.post(
+        proxy_server.url + "/v1/route", timeout=10, json={"model": "auto", "messages": [{"role": "user", "content": CODE_TASK}]}
+    )
     assert resp.status_code == 200, resp.text
     d = resp.json()
     assert ROUTE_FIELDS <= set(d)
@@ -60,7 +81,8 @@ def test_route_endpoint_decides_without_calling_a_model(proxy_server, upstream: 
     assert d["model"] not in d["fallbacks"] and len(set(d["fallbacks"])) == len(d["fallbacks"])
     assert d["policy_hash"] == policy.hash
     assert d["estimated_cost_usd"] == pytest.approx(
-        policy.models[d["model"]].cost_usd(d["estimated_input_tokens"], d["estimated_output_tokens"]), rel=1e-6)
+        policy.models[d["model"]].cost_usd(d["estimated_input_tokens"], d["estimated_output_tokens"]), rel=1e-6
+    )
     assert upstream.received == []  # no model was called
     again = httpx.post(proxy_server.url + "/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": CODE_TASK}]}).json()
     assert {k: again[k] for k in ROUTE_FIELDS - {"decision_id"}} == {k: d[k] for k in ROUTE_FIELDS - {"decision_id"}}
@@ -90,24 +112,30 @@ def test_self_hosted_and_local_options(proxy_server, policy) -> None:  # type: i
     msg = [{"role": "user", "content": CODE_TASK}]
     d = httpx.post(proxy_server.url + "/v1/route", json={"model": "auto", "messages": msg, "route": {"self_hosted_only": True}}).json()
     assert policy.models[d["model"]].self_hosted and all(policy.models[m].self_hosted for m in d["fallbacks"])
-    d = httpx.post(proxy_server.url + "/v1/route", json={"model": "auto", "messages": msg}, headers={"x-route-self-hosted-only": "true"}).json()
+    d = httpx.post(
+        proxy_server.url + "/v1/route", json={"model": "auto", "messages": msg}, headers={"x-route-self-hosted-only": "true"}
+    ).json()
     assert policy.models[d["model"]].self_hosted
     d = httpx.post(proxy_server.url + "/v1/route", json={"model": "auto:local", "messages": msg}).json()
     assert d["model"] == "ollama/qwen3:1.7b"
 
 
 def test_route_body_field_is_not_sent_upstream(client: openai.OpenAI, upstream: FakeUpstream) -> None:
-    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}],
-                                   extra_body={"route": {"preference": "cheapest", "max_cost_usd": 0.5}})
+    client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}], extra_body={"route": {"preference": "cheapest", "max_cost_usd": 0.5}}
+    )
     assert "route" not in upstream.received[-1].body
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": "auto", "route": {"preference": "fastest"}}, "route.preference"),
-    ({"model": "auto", "route": {"max_cost_usd": -1}}, "route.max_cost_usd"),
-    ({"model": "auto", "route": {"speed": 1}}, "route.speed"),
-    ({"model": "auto:smartest"}, "model"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": "auto", "route": {"preference": "fastest"}}, "route.preference"),
+        ({"model": "auto", "route": {"max_cost_usd": -1}}, "route.max_cost_usd"),
+        ({"model": "auto", "route": {"speed": 1}}, "route.speed"),
+        ({"model": "auto:smartest"}, "model"),
+    ],
+)
 def test_bad_route_options_are_400_naming_the_field(proxy_server, body: dict, param: str) -> None:  # type: ignore[no-untyped-def]
     body["messages"] = [{"role": "user", "content": "hi"}]
     resp = httpx.post(proxy_server.url + "/v1/chat/completions", json=body)
@@ -117,7 +145,9 @@ def test_bad_route_options_are_400_naming_the_field(proxy_server, body: dict, pa
 def test_nothing_capable_is_422_naming_the_constraint(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     with pytest.raises(openai.UnprocessableEntityError) as info:
-        client.chat.completions.create(model="auto:local", messages=[{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, image]}])
+        client.chat.completions.create(
+            model="auto:local", messages=[{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, image]}]
+        )
     assert info.value.code == "no_capable_model"
     assert "image" in info.value.message.lower() or "vision" in info.value.message.lower()
     assert upstream.received == []

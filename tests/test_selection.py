@@ -1,4 +1,4 @@
-"""proxy/selection.py, proxy/route_options.py and policies/routing.yaml: the matrix, the
+"""proxy/routing/selection.py, proxy/routing/options.py and policies/routing.yaml: the matrix, the
 preferences, every hard constraint, fallbacks, errors, options parsing and determinism."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.classify import Classification, classify, level_for
 from proxy.errors import BudgetExceeded, InvalidRequest, NoCapableModel, PolicyError
 from proxy.policy import Policy, load_policy
 from proxy.policy.routing import CATEGORIES
-from proxy.route_options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
-from proxy.selection import RoutePlan, decision_record, select
+from proxy.routing.classify import Classification, classify, level_for
+from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
+from proxy.routing.selection import RoutePlan, decision_record, select
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
@@ -30,12 +30,18 @@ def everything(policy: Policy) -> frozenset[str]:
     return frozenset(policy.models)
 
 
-def cls(category: str, complexity: int, *, inp: int = 500, out: int = 400, tools: bool = False,
-        vision: bool = False) -> Classification:
+def cls(category: str, complexity: int, *, inp: int = 500, out: int = 400, tools: bool = False, vision: bool = False) -> Classification:
     return Classification(
-        category=category, complexity=complexity, level=level_for(complexity), estimated_input_tokens=inp,
-        estimated_output_tokens=out, needs_tools=tools, needs_vision=vision, needs_long_context=inp > 50_000,
-        confidence=0.9, signals={},
+        category=category,
+        complexity=complexity,
+        level=level_for(complexity),
+        estimated_input_tokens=inp,
+        estimated_output_tokens=out,
+        needs_tools=tools,
+        needs_vision=vision,
+        needs_long_context=inp > 50_000,
+        confidence=0.9,
+        signals={},
     )
 
 
@@ -89,10 +95,12 @@ MATRIX_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("category", "complexity", "preference", "expected", "why"), MATRIX_CASES,
-                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in MATRIX_CASES])
-def test_matrix_and_preferences(policy: Policy, everything: frozenset[str], category: str, complexity: int,
-                                preference: str, expected: str, why: str) -> None:
+@pytest.mark.parametrize(
+    ("category", "complexity", "preference", "expected", "why"), MATRIX_CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in MATRIX_CASES]
+)
+def test_matrix_and_preferences(
+    policy: Policy, everything: frozenset[str], category: str, complexity: int, preference: str, expected: str, why: str
+) -> None:
     plan = select(cls(category, complexity), policy, RouteOptions(preference=preference), everything)
     assert plan.primary == expected, (why, plan.reason)
     assert plan.preference == preference
@@ -264,8 +272,9 @@ def test_prefer_local_is_off_by_default(policy: Policy) -> None:
 # ── fallbacks, determinism, decision record ─────────────────────────────────
 @pytest.mark.parametrize("category", CATEGORIES)
 @pytest.mark.parametrize("complexity", [1, 3, 5])
-def test_fallbacks_are_capable_distinct_and_prefer_other_providers(policy: Policy, everything: frozenset[str],
-                                                                  category: str, complexity: int) -> None:
+def test_fallbacks_are_capable_distinct_and_prefer_other_providers(
+    policy: Policy, everything: frozenset[str], category: str, complexity: int
+) -> None:
     plan = select(cls(category, complexity, tools=True), policy, RouteOptions(), everything)
     check_plan(plan, policy)
     assert len(plan.fallbacks) == policy.routing.max_fallbacks
@@ -291,9 +300,23 @@ def test_decision_record_has_exactly_the_route_fields(policy: Policy, everything
     c = classify(body)
     plan = select(c, policy, RouteOptions(), everything)
     record = decision_record("dec-1", c, plan, policy)
-    assert list(record) == ["decision_id", "category", "complexity", "level", "confidence", "model", "provider", "tier",
-                            "fallbacks", "estimated_input_tokens", "estimated_output_tokens", "estimated_cost_usd",
-                            "reason", "policy_hash", "signals"]
+    assert list(record) == [
+        "decision_id",
+        "category",
+        "complexity",
+        "level",
+        "confidence",
+        "model",
+        "provider",
+        "tier",
+        "fallbacks",
+        "estimated_input_tokens",
+        "estimated_output_tokens",
+        "estimated_cost_usd",
+        "reason",
+        "policy_hash",
+        "signals",
+    ]
     assert record["model"] == plan.primary and record["tier"] == policy.models[plan.primary].tier
     assert record["provider"] == policy.models[plan.primary].provider and record["decision_id"] == "dec-1"
     import orjson
@@ -309,18 +332,54 @@ OPTION_CASES = [
     ("auto:balanced", {}, {}, None, {"preference": "balanced"}),
     ("auto:best_quality", {"route": {"preference": "cheapest"}}, {}, None, {"preference": "best_quality"}),
     ("auto:local", {}, {}, None, {"local_only": True, "self_hosted_only": True}),
-    ("auto", {"route": {"preference": "best_quality", "self_hosted_only": True, "max_cost_usd": 0.2}}, {}, None,
-     {"preference": "best_quality", "preference_source": "body", "self_hosted_only": True, "max_cost_usd": 0.2}),
-    ("auto", {}, {"X-Route-Preference": "cheapest", "x-route-self-hosted-only": "yes"}, None,
-     {"preference": "cheapest", "preference_source": "header", "self_hosted_only": True}),
-    ("auto", {"route": {"preference": "balanced"}}, {"x-route-preference": "cheapest"}, None,
-     {"preference": "balanced", "preference_source": "body"}),
-    ("auto", {}, {}, KeyRouteDefaults(preference="cheapest", self_hosted_only=True, allowed_model_patterns=("meta-llama/*",),
-                                       max_cost_usd=0.5, budget_remaining_usd=1.5),
-     {"preference": "cheapest", "preference_source": "key", "self_hosted_only": True,
-      "allowed_model_patterns": ("meta-llama/*",), "max_cost_usd": 0.5, "budget_remaining_usd": 1.5}),
-    ("auto", {"route": {"self_hosted_only": False, "max_cost_usd": 2}}, {}, KeyRouteDefaults(self_hosted_only=True, max_cost_usd=0.5),
-     {"self_hosted_only": True, "max_cost_usd": 0.5}),
+    (
+        "auto",
+        {"route": {"preference": "best_quality", "self_hosted_only": True, "max_cost_usd": 0.2}},
+        {},
+        None,
+        {"preference": "best_quality", "preference_source": "body", "self_hosted_only": True, "max_cost_usd": 0.2},
+    ),
+    (
+        "auto",
+        {},
+        {"X-Route-Preference": "cheapest", "x-route-self-hosted-only": "yes"},
+        None,
+        {"preference": "cheapest", "preference_source": "header", "self_hosted_only": True},
+    ),
+    (
+        "auto",
+        {"route": {"preference": "balanced"}},
+        {"x-route-preference": "cheapest"},
+        None,
+        {"preference": "balanced", "preference_source": "body"},
+    ),
+    (
+        "auto",
+        {},
+        {},
+        KeyRouteDefaults(
+            preference="cheapest",
+            self_hosted_only=True,
+            allowed_model_patterns=("meta-llama/*",),
+            max_cost_usd=0.5,
+            budget_remaining_usd=1.5,
+        ),
+        {
+            "preference": "cheapest",
+            "preference_source": "key",
+            "self_hosted_only": True,
+            "allowed_model_patterns": ("meta-llama/*",),
+            "max_cost_usd": 0.5,
+            "budget_remaining_usd": 1.5,
+        },
+    ),
+    (
+        "auto",
+        {"route": {"self_hosted_only": False, "max_cost_usd": 2}},
+        {},
+        KeyRouteDefaults(self_hosted_only=True, max_cost_usd=0.5),
+        {"self_hosted_only": True, "max_cost_usd": 0.5},
+    ),
     ("auto", {"max_tokens": 300}, {}, None, {"requested_output_tokens": 300}),
     ("auto", {"max_tokens": 300, "max_completion_tokens": 200}, {}, None, {"requested_output_tokens": 200}),
 ]
@@ -374,22 +433,56 @@ def test_shipped_policy_is_valid_and_names_only_registry_models(policy: Policy) 
         assert model_id in policy.models, where
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"matrix": {"qa_retrieval": {"default": "openai/gpt-9", "cost_optimized": "openai/gpt-4.1-nano",
-                                  "self_hosted": "meta-llama/llama-4-scout", "fallback": "openai/gpt-4.1",
-                                  "by_complexity": {1: "default", 2: "default", 3: "default", 4: "default", 5: "default"}}}},
-     "matrix.qa_retrieval.default: unknown model 'openai/gpt-9'"),
-    ({"capability_order": ["google/gemini-2.5-pro", "acme/unknown"]}, "capability_order[1]: unknown model"),
-    ({"matrix": {"qa_retrieval": {"default": "openai/gpt-4.1", "cost_optimized": "openai/gpt-4.1-nano",
-                                  "self_hosted": "meta-llama/llama-4-scout", "fallback": "openai/gpt-4.1",
-                                  "by_complexity": {1: "default", 2: "default"}}}}, "by_complexity needs exactly the keys 1-5"),
-    ({"matrix": {"qa_retrieval": {"default": "openai/gpt-4.1", "cost_optimized": "openai/gpt-4.1-nano",
-                                  "self_hosted": "meta-llama/llama-4-scout", "fallback": "openai/gpt-4.1",
-                                  "by_complexity": {1: "math_heavy", 2: "default", 3: "default", 4: "default", 5: "default"}}}},
-     "names slot 'math_heavy'"),
-    ({"llm_classifier": {"enabled": True, "model": "acme/tiny"}}, "llm_classifier.model: unknown model"),
-    ({"default_preference": "fastest"}, "default_preference"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "matrix": {
+                    "qa_retrieval": {
+                        "default": "openai/gpt-9",
+                        "cost_optimized": "openai/gpt-4.1-nano",
+                        "self_hosted": "meta-llama/llama-4-scout",
+                        "fallback": "openai/gpt-4.1",
+                        "by_complexity": {1: "default", 2: "default", 3: "default", 4: "default", 5: "default"},
+                    }
+                }
+            },
+            "matrix.qa_retrieval.default: unknown model 'openai/gpt-9'",
+        ),
+        ({"capability_order": ["google/gemini-2.5-pro", "acme/unknown"]}, "capability_order[1]: unknown model"),
+        (
+            {
+                "matrix": {
+                    "qa_retrieval": {
+                        "default": "openai/gpt-4.1",
+                        "cost_optimized": "openai/gpt-4.1-nano",
+                        "self_hosted": "meta-llama/llama-4-scout",
+                        "fallback": "openai/gpt-4.1",
+                        "by_complexity": {1: "default", 2: "default"},
+                    }
+                }
+            },
+            "by_complexity needs exactly the keys 1-5",
+        ),
+        (
+            {
+                "matrix": {
+                    "qa_retrieval": {
+                        "default": "openai/gpt-4.1",
+                        "cost_optimized": "openai/gpt-4.1-nano",
+                        "self_hosted": "meta-llama/llama-4-scout",
+                        "fallback": "openai/gpt-4.1",
+                        "by_complexity": {1: "math_heavy", 2: "default", 3: "default", 4: "default", 5: "default"},
+                    }
+                }
+            },
+            "names slot 'math_heavy'",
+        ),
+        ({"llm_classifier": {"enabled": True, "model": "acme/tiny"}}, "llm_classifier.model: unknown model"),
+        ({"default_preference": "fastest"}, "default_preference"),
+    ],
+)
 def test_invalid_routing_policy_is_rejected_with_its_field(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(PolicyError) as err:
         custom_policy(tmp_path, change)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.dispatching import MSG, fast, recording_app, wait_for
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,11 +65,17 @@ def fake_upstream_process() -> Iterator[str]:
 def _serve(upstream_url: str, tmp_path: Path, grace_s: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOROUTE_", "REDIS_")) and not k.endswith("_API_KEY")}
-    env.update({
-        "PYTHONPATH": str(REPO), "OPENAI_BASE_URL": f"{upstream_url}/v1", "OPENAI_API_KEY": "sk-test-openai-0123456789abcdef",
-        "AUTOROUTE_PORT": str(port), "AUTOROUTE_POLICY_DIR": str(fast(tmp_path)),
-        "AUTOROUTE_ENV_FILE": str(tmp_path / "no.env"), "AUTOROUTE_SHUTDOWN_GRACE_S": str(grace_s),
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "OPENAI_BASE_URL": f"{upstream_url}/v1",
+            "OPENAI_API_KEY": "sk-test-openai-0123456789abcdef",
+            "AUTOROUTE_PORT": str(port),
+            "AUTOROUTE_POLICY_DIR": str(fast(tmp_path)),
+            "AUTOROUTE_ENV_FILE": str(tmp_path / "no.env"),
+            "AUTOROUTE_SHUTDOWN_GRACE_S": str(grace_s),
+        }
+    )
     proc = _spawn(["-m", "proxy", "serve"], env)
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/healthz", proc)
@@ -115,8 +121,9 @@ def _refused(port: int) -> bool:
 
 
 def _script(upstream_url: str, seconds_per_chunk: float) -> None:
-    httpx.post(upstream_url + "/_control/script", timeout=5,
-               json={"model": "gpt-4.1", "faults": [{"kind": "slow", "seconds": seconds_per_chunk}]})
+    httpx.post(
+        upstream_url + "/_control/script", timeout=5, json={"model": "gpt-4.1", "faults": [{"kind": "slow", "seconds": seconds_per_chunk}]}
+    )
 
 
 def test_sigterm_lets_an_in_flight_stream_finish_and_refuses_new_connections(fake_upstream_process: str, tmp_path: Path) -> None:

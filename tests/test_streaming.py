@@ -8,7 +8,7 @@ import httpx
 
 from proxy.app import create_app
 from tests.conftest import make_settings
-from tests.support.fake_upstream import Fault, FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import serving
 
 
@@ -25,8 +25,12 @@ def test_client_disconnect_cancels_upstream(environ: dict, upstream: FakeUpstrea
     state.record = spy
     upstream.script("gpt-4.1", Fault.slow(0.5))  # 0.5 s between chunks: a long stream
     with serving(app) as server:
-        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=10, json={
-            "model": "openai/gpt-4.1", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/chat/completions",
+            timeout=10,
+            json={"model": "openai/gpt-4.1", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        ) as resp:
             lines = resp.iter_lines()
             assert next(lines).startswith("data: ")
             closed_at = time.monotonic()

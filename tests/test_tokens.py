@@ -1,4 +1,4 @@
-"""proxy/tokens.py: exact counts for short text, bounded error for long text, framing rules."""
+"""proxy/routing/tokens.py: exact counts for short text, bounded error for long text, framing rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from proxy import tokens
+from proxy.routing import tokens
 from tests.eval.docs import make_document
 
 
@@ -31,7 +31,10 @@ def _code() -> str:
     return "\n".join(inspect.getsource(m) for m in (argparse, asyncio.base_events, collections, email.message, http.client, typing))
 
 
-@pytest.mark.parametrize("text", ["", "hello", "What is the capital of France?", "def f(x):\n    return x * 2\n", "日本語のテキストです。", "a" * tokens.EXACT_LIMIT])
+@pytest.mark.parametrize(
+    "text",
+    ["", "hello", "What is the capital of France?", "def f(x):\n    return x * 2\n", "日本語のテキストです。", "a" * tokens.EXACT_LIMIT],
+)
 def test_short_text_is_counted_exactly(text: str) -> None:
     assert tokens.count_text_tokens(text) == exact(text)
 
@@ -77,19 +80,26 @@ def test_message_framing_follows_openai() -> None:
     assert tokens.estimate_input_tokens(two) == tokens.REPLY_PRIMER + 2 * tokens.TOKENS_PER_MESSAGE + exact("be brief\nhello")
 
 
-@pytest.mark.parametrize(("detail", "expected"), [("low", tokens.IMAGE_TOKENS_LOW), ("high", tokens.IMAGE_TOKENS_HIGH), (None, tokens.IMAGE_TOKENS_HIGH)])
+@pytest.mark.parametrize(
+    ("detail", "expected"), [("low", tokens.IMAGE_TOKENS_LOW), ("high", tokens.IMAGE_TOKENS_HIGH), (None, tokens.IMAGE_TOKENS_HIGH)]
+)
 def test_images_count_a_fixed_estimate(detail: str | None, expected: int) -> None:
     image: dict = {"url": "https://example.test/cat.png"}
     if detail:
         image["detail"] = detail
     text_only = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}]}]}
-    with_image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": image}]}]}
+    with_image = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": image}]}]
+    }
     assert tokens.estimate_input_tokens(with_image) - tokens.estimate_input_tokens(text_only) == expected
 
 
 def _tool(name: str, n_props: int) -> dict:
     props = {f"arg{i}": {"type": "string", "description": f"argument number {i} of {name}"} for i in range(n_props)}
-    return {"type": "function", "function": {"name": name, "description": f"Does {name} for the user.", "parameters": {"type": "object", "properties": props}}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": f"Does {name} for the user.", "parameters": {"type": "object", "properties": props}},
+    }
 
 
 def test_tool_definitions_add_tokens_close_to_their_text() -> None:
@@ -110,7 +120,11 @@ def test_tool_calls_and_odd_content_are_counted_without_errors() -> None:
     body = {
         "messages": [
             {"role": "user", "content": "weather in Oslo?"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 4}'},
             "not a message",
             {"role": "user", "content": 42},

@@ -1,6 +1,6 @@
 """How requests reach deployments (`policies/dispatch.yaml`): strategies, retries, cooldowns.
 
-The schema only; `proxy/dispatch.py` applies it and `policies/dispatch.yaml` documents
+The schema only; `proxy/dispatch/dispatcher.py` applies it and `policies/dispatch.yaml` documents
 every field with its default.
 """
 
@@ -25,9 +25,7 @@ class Cooldown(Strict):
     failures: int = Field(3, ge=1, description="failures within window_s that open the breaker")
     window_s: float = Field(60.0, gt=0)
     cooldown_s: float = Field(30.0, gt=0, description="skip the deployment this long, then probe once")
-    failure_ratio: float = Field(
-        0.5, gt=0, le=1, description="...and at least this share of the window's attempts failed"
-    )
+    failure_ratio: float = Field(0.5, gt=0, le=1, description="...and at least this share of the window's attempts failed")
 
 
 class DispatchPolicy(Strict):

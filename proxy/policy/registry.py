@@ -64,9 +64,7 @@ class Deployment(Strict):
     provider: Provider
     api_base: str
     api_key_env: str | None = Field(None, description="name of the environment variable with the key")
-    models: tuple[str, ...] = Field(
-        (), description="registry ids or glob patterns served; empty = every model of this provider"
-    )
+    models: tuple[str, ...] = Field((), description="registry ids or glob patterns served; empty = every model of this provider")
     model_names: dict[str, str] = Field({}, description="registry id -> name this upstream uses")
     headers: dict[str, str] = Field({}, description="extra request headers (values may use ${ENV})")
     priority: int = Field(1, description="lower is preferred (failover)")

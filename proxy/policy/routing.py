@@ -1,6 +1,6 @@
 """Routing policy (`policies/routing.yaml`): decision matrix, complexity map, preferences, knobs.
 
-The schema only; `proxy/selection.py` applies it and `policies/routing.yaml` documents each
+The schema only; `proxy/routing/selection.py` applies it and `policies/routing.yaml` documents each
 field. Every model id here is checked against the registry at load
 (`proxy.policy._check_cross_references` calls `RoutingPolicy.model_references`).
 """
@@ -51,9 +51,7 @@ class CategoryRoute(Strict):
     long_context: str | None = None
     high_complexity: str | None = None
     high_quality: str | None = None
-    by_complexity: dict[int, str] = Field(
-        description="complexity 1-5 -> a model id or the name of a slot of this row (balanced choice)"
-    )
+    by_complexity: dict[int, str] = Field(description="complexity 1-5 -> a model id or the name of a slot of this row (balanced choice)")
 
     @model_validator(mode="after")
     def _complete(self) -> CategoryRoute:
@@ -121,17 +119,11 @@ class RoutingPolicy(Strict):
     max_cost_per_request_usd: float | None = Field(None, gt=0)
     max_latency_s: float | None = Field(None, gt=0)
     max_tokens_per_request: int | None = Field(None, gt=0)
-    local_capable: dict[Category, int] = Field(
-        {}, description="category -> highest complexity the local model handles (prefer_local)"
-    )
+    local_capable: dict[Category, int] = Field({}, description="category -> highest complexity the local model handles (prefer_local)")
     latency_overhead_s: float = Field(0.5, ge=0, description="fixed part of the latency estimate")
     max_fallbacks: int = Field(3, ge=0, le=8)
-    capability_order: tuple[str, ...] = Field(
-        (), description="models from most to least capable; ties within a tier when substituting"
-    )
-    default_tier_by_complexity: dict[int, int] = Field(
-        {1: 4, 2: 2, 3: 2, 4: 2, 5: 1}, description="for categories without a matrix row"
-    )
+    capability_order: tuple[str, ...] = Field((), description="models from most to least capable; ties within a tier when substituting")
+    default_tier_by_complexity: dict[int, int] = Field({1: 4, 2: 2, 3: 2, 4: 2, 5: 1}, description="for categories without a matrix row")
     matrix: dict[Category, CategoryRoute] = {}
     rules: PreferenceRules = PreferenceRules()
     llm_classifier: LLMClassifierSettings = LLMClassifierSettings()

@@ -74,9 +74,7 @@ class Provider(Protocol):
         ...
 
 
-RETRYABLE_KINDS = frozenset(
-    {"timeout", "first_token_timeout", "connect", "rate_limited", "server_error", "bad_response", "stream_cut"}
-)
+RETRYABLE_KINDS = frozenset({"timeout", "first_token_timeout", "connect", "rate_limited", "server_error", "bad_response", "stream_cut"})
 
 
 @dataclass

@@ -62,7 +62,10 @@ class Pool:
     async def send(self, call: UpstreamCall, url: str, headers: list[tuple[bytes, bytes]], content: bytes) -> httpx.Response:
         """POST and return the response with its body still to be read (stream or `aread()`)."""
         request = httpx.Request(
-            "POST", self.url(url), headers=headers + self.extra_headers, content=content,
+            "POST",
+            self.url(url),
+            headers=headers + self.extra_headers,
+            content=content,
             extensions={"timeout": self.timeout},
         )
         busy = self.in_flight
@@ -165,9 +168,7 @@ def response_error(resp: httpx.Response, call: UpstreamCall, content: bytes | No
     if call.api_key and call.api_key in detail:
         detail = detail.replace(call.api_key, "***")
     message = f"{dep.id} answered {status}" + (f": {detail}" if detail else "")
-    return UpstreamError(
-        dep.provider, dep.id, kind, message, status=status, retry_after=retry_after(resp.headers), model=call.model.id
-    )
+    return UpstreamError(dep.provider, dep.id, kind, message, status=status, retry_after=retry_after(resp.headers), model=call.model.id)
 
 
 def bad_response(call: UpstreamCall, what: str) -> UpstreamError:

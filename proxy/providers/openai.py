@@ -68,7 +68,10 @@ class OpenAIStream:
                     detail = err.get("message", "") if isinstance(err, dict) else str(err)
                     dep = self._call.deployment
                     raise UpstreamError(
-                        dep.provider, dep.id, "server_error", f"{dep.id} failed mid-stream: {detail[:300]}",
+                        dep.provider,
+                        dep.id,
+                        "server_error",
+                        f"{dep.id} failed mid-stream: {detail[:300]}",
                         model=self._call.model.id,
                     )
                 if chunk.get("usage"):
@@ -81,8 +84,11 @@ class OpenAIStream:
         if done:
             return
         raise UpstreamError(  # the body ended without [DONE]: the stream was cut
-            self._call.deployment.provider, self._call.deployment.id, "stream_cut",
-            f"{self._call.deployment.id} ended the stream early", model=self._call.model.id,
+            self._call.deployment.provider,
+            self._call.deployment.id,
+            "stream_cut",
+            f"{self._call.deployment.id} ended the stream early",
+            model=self._call.model.id,
         )
 
     async def aclose(self) -> None:

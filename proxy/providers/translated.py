@@ -98,8 +98,17 @@ class AnthropicProvider(_TranslatedProvider):
 
     def _to_completion(self, lt, call, resp, payload, op, messages):  # type: ignore[no-untyped-def]
         return lt.anthropic_config.transform_response(
-            call.body["model"], resp, lt.model_response(), NullLogging(), payload, messages, op, {}, None,
-            api_key=None, json_mode=op.get("json_mode"),
+            call.body["model"],
+            resp,
+            lt.model_response(),
+            NullLogging(),
+            payload,
+            messages,
+            op,
+            {},
+            None,
+            api_key=None,
+            json_mode=op.get("json_mode"),
         )
 
     def _stream_events(self, lt, call, resp, op):  # type: ignore[no-untyped-def]
@@ -113,8 +122,12 @@ class GeminiProvider(_TranslatedProvider):
         messages, params = _params(call)
         op = cfg.map_openai_params(non_default_params=params, optional_params={}, model=model, drop_params=True)
         payload = lt.gemini_request_body(
-            messages=messages, model=model, custom_llm_provider="gemini", litellm_params={},
-            cached_content=None, optional_params=dict(op),
+            messages=messages,
+            model=model,
+            custom_llm_provider="gemini",
+            litellm_params={},
+            cached_content=None,
+            optional_params=dict(op),
         )
         headers = {"content-type": "application/json"}
         if call.api_key:
@@ -210,7 +223,11 @@ def _plain(obj: Any) -> Any:
 def _tool_call(tc: Any, with_index: bool) -> dict[str, Any]:
     d = _plain(tc)
     fn = d.get("function") or {}
-    out: dict[str, Any] = {"id": d.get("id"), "type": "function", "function": {"name": fn.get("name"), "arguments": fn.get("arguments") or ""}}
+    out: dict[str, Any] = {
+        "id": d.get("id"),
+        "type": "function",
+        "function": {"name": fn.get("name"), "arguments": fn.get("arguments") or ""},
+    }
     if with_index:
         out["index"] = d.get("index", 0)
         out = {k: v for k, v in out.items() if v is not None}
@@ -254,6 +271,10 @@ def chunk_dict(parsed: Any, model: str, keep_finish: bool = True) -> dict[str, A
 def _untranslatable(call: UpstreamCall, exc: Exception) -> UpstreamError:
     dep = call.deployment
     return UpstreamError(
-        dep.provider, dep.id, "rejected", f"request cannot be sent to {dep.id}: {str(exc)[:200]}", status=400,
+        dep.provider,
+        dep.id,
+        "rejected",
+        f"request cannot be sent to {dep.id}: {str(exc)[:200]}",
+        status=400,
         model=call.model.id,
     )

@@ -11,10 +11,26 @@ from __future__ import annotations
 import random
 import re
 
-_PARTIES = ["Northwind Logistics GmbH", "Acme Analytics Ltd", "Blue Harbor Capital LLC", "Kestrel Health Inc",
-            "Orion Retail SA", "Meridian Software BV"]
-_EN_TERMS = ["Confidential Information", "Services", "Deliverables", "Fees", "Term", "Territory",
-             "Intellectual Property", "Personal Data", "Service Levels", "Effective Date"]
+_PARTIES = [
+    "Northwind Logistics GmbH",
+    "Acme Analytics Ltd",
+    "Blue Harbor Capital LLC",
+    "Kestrel Health Inc",
+    "Orion Retail SA",
+    "Meridian Software BV",
+]
+_EN_TERMS = [
+    "Confidential Information",
+    "Services",
+    "Deliverables",
+    "Fees",
+    "Term",
+    "Territory",
+    "Intellectual Property",
+    "Personal Data",
+    "Service Levels",
+    "Effective Date",
+]
 _EN_CONTRACT = [
     "{p1} shall provide the {t} to {p2} in accordance with Schedule {n} and the applicable Service Levels.",
     "Either party may terminate this Agreement upon {d} days' written notice if the other party commits a material breach that remains uncured.",
@@ -137,8 +153,14 @@ _TOKEN = re.compile(r"\{\{doc:([a-z_]+):(\d+):(\d+)\}\}")
 
 def _fill(template: str, rng: random.Random) -> str:
     return template.format(
-        p1=rng.choice(_PARTIES), p2=rng.choice(_PARTIES), t=rng.choice(_EN_TERMS), c=rng.choice(_CITIES),
-        n=rng.randint(1, 28), d=rng.randint(5, 59), r=rng.randint(2, 97), name=rng.choice(_NAMES),
+        p1=rng.choice(_PARTIES),
+        p2=rng.choice(_PARTIES),
+        t=rng.choice(_EN_TERMS),
+        c=rng.choice(_CITIES),
+        n=rng.randint(1, 28),
+        d=rng.randint(5, 59),
+        r=rng.randint(2, 97),
+        name=rng.choice(_NAMES),
     )
 
 

@@ -48,10 +48,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from proxy.classify import classify  # noqa: E402
 from proxy.policy import Policy, load_policy  # noqa: E402
-from proxy.route_options import parse_route_options  # noqa: E402
-from proxy.selection import select  # noqa: E402
+from proxy.routing.classify import classify  # noqa: E402
+from proxy.routing.options import parse_route_options  # noqa: E402
+from proxy.routing.selection import select  # noqa: E402
 from tests.eval.docs import expand  # noqa: E402
 
 REQUESTS = Path(__file__).with_name("requests.jsonl")
@@ -175,7 +175,8 @@ def evaluate(policy: Policy, rows: list[dict[str, Any]]) -> EvalResult:
         result.tutorial_cost += policy.models[tut].cost_usd(inp, out)
         result.sonnet_cost += policy.models[GENERAL_FRONTIER].cost_usd(inp, out)
         result.oracle_cost += min(
-            m.cost_usd(inp, out) for m in policy.models.values()
+            m.cost_usd(inp, out)
+            for m in policy.models.values()
             if m.tier <= row["adequate_tier"] and not m.local and m.context_window >= inp + out
         )
     return result
@@ -212,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(args.policy, {})
     result = evaluate(policy, load_requests())
     print(report(result, args.verbose))
-    for path, title in ((HOLDOUT, "held-out set 1 (seen once, then two lexicon fixes)"), (HOLDOUT2, "held-out set 2 (classifier not tuned on it)")):
+    for path, title in (
+        (HOLDOUT, "held-out set 1 (seen once, then two lexicon fixes)"),
+        (HOLDOUT2, "held-out set 2 (classifier not tuned on it)"),
+    ):
         if path.is_file():
             print(report(evaluate(policy, load_requests(path)), args.verbose, title=title))
     met = {

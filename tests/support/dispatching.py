@@ -13,13 +13,13 @@ import openai
 from starlette.applications import Starlette
 
 from proxy.app import create_app
-from proxy.dispatch import Dispatcher
-from proxy.exchange import Exchange
+from proxy.dispatch.dispatcher import Dispatcher
 from proxy.policy import Policy, load_policy
 from proxy.providers import Providers
 from proxy.providers.http import Upstreams
 from proxy.providers.litellm_lib import LazyLitellm
-from proxy.state import AppState
+from proxy.request.appstate import AppState
+from proxy.request.exchange import Exchange
 from tests.conftest import make_settings
 from tests.support.policies import policy_copy
 from tests.support.servers import ThreadedServer, serving
@@ -37,8 +37,12 @@ def upstream_name(dep_id: str) -> str:
 
 def deployment(dep_id: str, upstream_url: str, **fields: Any) -> dict[str, Any]:
     return {
-        "id": dep_id, "provider": "openai_compatible", "api_base": f"{upstream_url}/{dep_id}/v1",
-        "models": [MODEL], "model_names": {MODEL: upstream_name(dep_id)}, **fields,
+        "id": dep_id,
+        "provider": "openai_compatible",
+        "api_base": f"{upstream_url}/{dep_id}/v1",
+        "models": [MODEL],
+        "model_names": {MODEL: upstream_name(dep_id)},
+        **fields,
     }
 
 

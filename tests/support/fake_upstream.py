@@ -160,7 +160,9 @@ class FakeUpstream:
         fault = self._next_fault(model)
         await self._answer(fmt, model, body, stream, fault, rec, receive, send)
 
-    async def _answer(self, fmt: str, model: str, body: dict, stream: bool, fault: Fault | None, rec: Received, receive: Any, send: Any) -> None:
+    async def _answer(
+        self, fmt: str, model: str, body: dict, stream: bool, fault: Fault | None, rec: Received, receive: Any, send: Any
+    ) -> None:
         if fault and fault.kind == "hang":
             disconnect = asyncio.ensure_future(_wait_disconnect(receive))
             done, _ = await asyncio.wait({disconnect}, timeout=fault.seconds)
@@ -256,7 +258,9 @@ class _Answer:
             last_is_user = bool(messages) and messages[-1].get("role") == "user"
             if fmt == "anthropic":
                 last_is_user = last_is_user and not any(
-                    isinstance(b, dict) and b.get("type") == "tool_result" for b in (messages[-1].get("content") or []) if isinstance(messages[-1].get("content"), list)
+                    isinstance(b, dict) and b.get("type") == "tool_result"
+                    for b in (messages[-1].get("content") or [])
+                    if isinstance(messages[-1].get("content"), list)
                 )
             names = [t.get("function", {}).get("name") if fmt == "openai" else t.get("name") for t in tools]
         if names and last_is_user:
@@ -269,23 +273,49 @@ class _Answer:
         if fmt == "openai":
             message: dict[str, Any] = {"role": "assistant", "content": None if self.tool else self.text}
             if self.tool:
-                message["tool_calls"] = [{"id": f"call_{self.n}", "type": "function", "function": {"name": self.tool["name"], "arguments": orjson.dumps(self.tool["arguments"]).decode()}}]
+                message["tool_calls"] = [
+                    {
+                        "id": f"call_{self.n}",
+                        "type": "function",
+                        "function": {"name": self.tool["name"], "arguments": orjson.dumps(self.tool["arguments"]).decode()},
+                    }
+                ]
             return {
-                "id": f"chatcmpl-{self.n}", "object": "chat.completion", "created": 1700000000, "model": model,
+                "id": f"chatcmpl-{self.n}",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": model,
                 "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if self.tool else "stop", "logprobs": None}],
-                "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens},
+                "usage": {
+                    "prompt_tokens": self.prompt_tokens,
+                    "completion_tokens": self.completion_tokens,
+                    "total_tokens": self.prompt_tokens + self.completion_tokens,
+                },
             }
         if fmt == "anthropic":
-            content = [{"type": "tool_use", "id": f"toolu_{self.n}", "name": self.tool["name"], "input": self.tool["arguments"]}] if self.tool else [{"type": "text", "text": self.text}]
+            content = (
+                [{"type": "tool_use", "id": f"toolu_{self.n}", "name": self.tool["name"], "input": self.tool["arguments"]}]
+                if self.tool
+                else [{"type": "text", "text": self.text}]
+            )
             return {
-                "id": f"msg_{self.n}", "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": "tool_use" if self.tool else "end_turn", "stop_sequence": None,
+                "id": f"msg_{self.n}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": "tool_use" if self.tool else "end_turn",
+                "stop_sequence": None,
                 "usage": {"input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens},
             }
         part = {"functionCall": {"name": self.tool["name"], "args": self.tool["arguments"]}} if self.tool else {"text": self.text}
         return {
             "candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": self.completion_tokens, "totalTokenCount": self.prompt_tokens + self.completion_tokens},
+            "usageMetadata": {
+                "promptTokenCount": self.prompt_tokens,
+                "candidatesTokenCount": self.completion_tokens,
+                "totalTokenCount": self.prompt_tokens + self.completion_tokens,
+            },
             "modelVersion": model,
         }
 
@@ -297,7 +327,11 @@ class _Answer:
 
     def events(self, fmt: str, model: str, chunks: int) -> list[bytes]:
         pieces = self.pieces(chunks)
-        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": self.prompt_tokens + self.completion_tokens}
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
         if fmt == "openai":
             base = {"id": f"chatcmpl-{self.n}", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
             out = [_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
@@ -313,23 +347,78 @@ class _Answer:
             out.append(b"data: [DONE]\n\n")
             return out
         if fmt == "anthropic":
-            start = {"type": "message_start", "message": {"id": f"msg_{self.n}", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None, "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}}
+            start = {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_{self.n}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1},
+                },
+            }
             out = [_sse(start, "message_start")]
             if self.tool:
-                out.append(_sse({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": f"toolu_{self.n}", "name": self.tool["name"], "input": {}}}, "content_block_start"))
-                out.append(_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": orjson.dumps(self.tool["arguments"]).decode()}}, "content_block_delta"))
+                out.append(
+                    _sse(
+                        {
+                            "type": "content_block_start",
+                            "index": 0,
+                            "content_block": {"type": "tool_use", "id": f"toolu_{self.n}", "name": self.tool["name"], "input": {}},
+                        },
+                        "content_block_start",
+                    )
+                )
+                out.append(
+                    _sse(
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "input_json_delta", "partial_json": orjson.dumps(self.tool["arguments"]).decode()},
+                        },
+                        "content_block_delta",
+                    )
+                )
             else:
-                out.append(_sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start"))
-                out += [_sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}, "content_block_delta") for p in pieces]
+                out.append(
+                    _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")
+                )
+                out += [
+                    _sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}, "content_block_delta")
+                    for p in pieces
+                ]
             out.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-            out.append(_sse({"type": "message_delta", "delta": {"stop_reason": "tool_use" if self.tool else "end_turn"}, "usage": {"output_tokens": self.completion_tokens}}, "message_delta"))
+            out.append(
+                _sse(
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "tool_use" if self.tool else "end_turn"},
+                        "usage": {"output_tokens": self.completion_tokens},
+                    },
+                    "message_delta",
+                )
+            )
             out.append(_sse({"type": "message_stop"}, "message_stop"))
             return out
         out = []
-        meta = {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": self.completion_tokens, "totalTokenCount": self.prompt_tokens + self.completion_tokens}
+        meta = {
+            "promptTokenCount": self.prompt_tokens,
+            "candidatesTokenCount": self.completion_tokens,
+            "totalTokenCount": self.prompt_tokens + self.completion_tokens,
+        }
         if self.tool:
             part = {"functionCall": {"name": self.tool["name"], "args": self.tool["arguments"]}}
-            out.append(_sse({"candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP", "index": 0}], "usageMetadata": meta, "modelVersion": model}))
+            out.append(
+                _sse(
+                    {
+                        "candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP", "index": 0}],
+                        "usageMetadata": meta,
+                        "modelVersion": model,
+                    }
+                )
+            )
             return out
         for i, p in enumerate(pieces):
             cand: dict[str, Any] = {"content": {"parts": [{"text": p}], "role": "model"}, "index": 0}

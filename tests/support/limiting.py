@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from proxy.keys import EPOCH, KeyRecord
-from proxy.limits import Limiter, Reservation
+from proxy.keys.store import EPOCH, KeyRecord
+from proxy.limits.limiter import Limiter, Reservation
+from proxy.limits.store import embedded_redis
 from proxy.policy.limits import LimitsPolicy, TaskBudget
 from proxy.policy.registry import Deployment
-from proxy.store import embedded_redis
 
 T0 = datetime(2027, 3, 10, 12, 0, 0, tzinfo=UTC).timestamp()
 

@@ -30,14 +30,17 @@ sys.addaudithook(hook)
 def main() -> int:
     import httpx
 
+    # proxy must come first: it sets the offline environment that litellm reads at import
+    # isort: off
     import proxy  # noqa: F401
+    import litellm  # noqa: F401  (import alone must not fetch the cost map)
+    import tiktoken
+
+    # isort: on
     from proxy.app import create_app
     from proxy.settings import Settings
     from tests.support.fake_upstream import FakeUpstream
     from tests.support.servers import provider_environ, serving
-
-    import litellm  # noqa: F401  (import alone must not fetch the cost map)
-    import tiktoken
 
     tiktoken.get_encoding("cl100k_base").encode("token counting works offline")
     tiktoken.get_encoding("o200k_base").encode("and with the newer encoding")
@@ -50,7 +53,14 @@ def main() -> int:
         settings = Settings(_env_file=None, policy_dir=sys.argv[1], redis_url=None, master_key=None)
         app = create_app(settings, environ=provider_environ(up.url))
         with serving(app) as server:
-            for model in ("openai/gpt-4.1", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash", "deepseek/deepseek-r1", "ollama/qwen3:1.7b", "auto"):
+            for model in (
+                "openai/gpt-4.1",
+                "anthropic/claude-sonnet-4",
+                "google/gemini-2.5-flash",
+                "deepseek/deepseek-r1",
+                "ollama/qwen3:1.7b",
+                "auto",
+            ):
                 for stream in (False, True):
                     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
                     resp = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)

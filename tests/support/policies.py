@@ -11,8 +11,13 @@ import yaml
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
-def policy_copy(dest: Path, *, deployments: dict[str, dict[str, Any]] | None = None,
-                extra_deployments: list[dict[str, Any]] | None = None, files: dict[str, dict[str, Any]] | None = None) -> Path:
+def policy_copy(
+    dest: Path,
+    *,
+    deployments: dict[str, dict[str, Any]] | None = None,
+    extra_deployments: list[dict[str, Any]] | None = None,
+    files: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     """Copy policies/ to `dest`, merging `deployments[id]` into that deployment, appending
     `extra_deployments`, and writing `files[name]` as whole YAML files."""
     dest.mkdir(parents=True, exist_ok=True)

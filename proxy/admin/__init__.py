@@ -1,0 +1,1 @@
+"""admin: see ../../README.md#layout."""

@@ -1,0 +1,1 @@
+"""keys: see ../../README.md#layout."""

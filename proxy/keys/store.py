@@ -1,0 +1,381 @@
+"""Virtual keys: creation, storage (hashed), lookup with a short in-process cache, auth rules.
+
+A key is `sk-ar-` + 32 random bytes (urlsafe base64, 256 bits from `secrets`). It is shown once,
+at creation; the store keeps only its SHA-256. A fast hash is right here: slow password hashes
+(bcrypt, argon2) exist to make guessing *low-entropy* secrets expensive, but guessing a 256-bit
+random key is infeasible at any hash speed, so a slow hash would add only per-request latency
+(and a CPU denial-of-service lever) to the hot path. No salt is needed for the same reason, and
+an unsalted hash is what makes lookup by hash possible.
+
+The key id is `key_` + the first 16 hex digits of that hash, so authentication is one GET of
+`ar:{<key-id>}:key` (then a constant-time comparison of the full hash). The id reveals nothing
+usable about the key (a 64-bit slice of a hash of 256 random bits). An index set
+`ar:{keys}:index` lists the ids for the admin API.
+
+Auth rules (`KeyStore.authenticate`):
+- No master key set and no key ever created (or all revoked): the proxy runs open; every caller
+  is the `anonymous` principal, which has no per-key limits (task budgets and deployment limits
+  still apply, usage is still counted).
+- Otherwise every `/v1` call needs a key: missing or unknown -> 401 (`AuthenticationFailed`);
+  disabled or expired -> 403 (`PermissionDenied`); a model the key may not use -> 403
+  (`KeyRecord.check_model`). The master key is accepted on `/v1` too, as the `master` principal
+  with no per-key limits (operators can test the proxy with it; it is the admin secret anyway).
+- `/admin` needs the master key; without one configured the admin API is disabled (403).
+
+Cache and revocation bound: a successful lookup is cached in this process for `cache_ttl_s`
+(default 5 s); expiry and the disabled flag are evaluated on every request from the cached
+record. A key revoked, disabled or changed through another replica therefore stops working (or
+takes its new limits) within `cache_ttl_s` on every replica, and at once on the replica that made
+the change. Unknown keys are not cached, so a new key works at once everywhere. While the store
+is unreachable, a key this process saw within the last `stale_s` (default 60 s) keeps working
+from the cache (fail-static); any other key gets 503 (`StoreUnavailable`): auth never fails open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
+from proxy.policy.registry import ModelSpec
+from proxy.policy.routing import Preference
+
+KEY_PREFIX = "sk-ar-"
+_CHALLENGE = {"www-authenticate": "Bearer"}  # RFC 9110: a 401 says how to authenticate
+RECORD_RETENTION = timedelta(days=30)  # an expired key's record is kept this long, then dropped
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STORE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+
+class KeyFields(BaseModel):
+    """What an operator sets on a key (create, and update with only the fields given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=200)
+    rpm: int | None = Field(None, gt=0, description="requests per minute")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute (input + requested output)")
+    budget_usd_day: float | None = Field(None, ge=0, description="UTC day")
+    budget_usd_month: float | None = Field(None, ge=0, description="UTC calendar month")
+    budget_usd_total: float | None = Field(None, ge=0)
+    allowed_models: tuple[str, ...] = Field((), description="glob patterns of model ids; empty = all")
+    route_preference: Preference | None = None
+    self_hosted_only: bool = False
+    task_max_cost_usd: float | None = Field(None, gt=0, description="overrides the policy's task budget")
+    task_max_tokens: int | None = Field(None, gt=0, description="overrides the policy's task budget")
+    expires_at: datetime | None = None
+    disabled: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not p.strip() for p in value):
+            raise ValueError("model patterns must not be empty")
+        return tuple(p.strip() for p in value)
+
+
+class KeyRecord(KeyFields):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    created_at: datetime
+    key_hash: str = Field("", repr=False)
+    key_prefix: str = ""
+
+    @property
+    def has_rate_limits(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+    @property
+    def has_budgets(self) -> bool:
+        return any(b is not None for b in (self.budget_usd_day, self.budget_usd_month, self.budget_usd_total))
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
+
+    def allows_model(self, model: ModelSpec) -> bool:
+        """May this key use `model`? (`self_hosted_only` and `allowed_models`.) For selection."""
+        if self.self_hosted_only and not model.self_hosted:
+            return False
+        if not self.allowed_models:
+            return True
+        names = (model.id.lower(), model.api_model_id.lower())
+        return any(fnmatch.fnmatchcase(n, p.lower()) for p in self.allowed_models for n in names)
+
+    def check_model(self, model: ModelSpec) -> None:
+        """Raise 403 when the client named a model this key may not use."""
+        if not self.allows_model(model):
+            why = (
+                "self-hosted models only"
+                if self.self_hosted_only and not model.self_hosted
+                else ("models matching " + ", ".join(self.allowed_models))
+            )
+            raise PermissionDenied(
+                f'This API key may not use model {model.id!r} (it is limited to {why}). Use one of its allowed models, or model="auto".',
+                param="model",
+                code="model_not_allowed",
+            )
+
+    def public(self) -> dict[str, Any]:
+        """The record as the admin API shows it (never the hash)."""
+        return self.model_dump(mode="json", exclude={"key_hash"})
+
+
+ANONYMOUS = KeyRecord(id="anonymous", name="open mode (no master key, no keys)", created_at=EPOCH)
+MASTER = KeyRecord(id="master", name="master key", created_at=EPOCH)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_id_for(key_hash: str) -> str:
+    return "key_" + key_hash[:16]
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: `Authorization: Bearer <key>` (OpenAI SDKs) or `x-api-key`."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    token = headers.get("x-api-key")
+    return token.strip() or None if token else None
+
+
+class KeyStore:
+    def __init__(
+        self,
+        redis: Any,
+        master_key: str | None,
+        *,
+        prefix: str = "ar",
+        cache_ttl_s: float = 5.0,
+        stale_s: float = 60.0,
+        cache_size: int = 10_000,
+        timeout_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.cache_ttl_s = cache_ttl_s
+        self.stale_s = stale_s
+        self.cache_size = cache_size
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._master_hash = hash_secret(master_key) if master_key else None
+        self._cache: dict[str, tuple[float, KeyRecord]] = {}  # key hash -> (fetched at, record)
+        self._has_keys: tuple[float, bool] | None = None
+
+    # ------------------------------------------------------------------ redis names
+    def _record_key(self, key_id: str) -> str:
+        return f"{self.prefix}:{{{key_id}}}:key"
+
+    @property
+    def _index_key(self) -> str:
+        return f"{self.prefix}:{{keys}}:index"
+
+    # ------------------------------------------------------------------ auth
+    @property
+    def master_configured(self) -> bool:
+        return self._master_hash is not None
+
+    def is_master(self, token: str | None) -> bool:
+        return bool(token and self._master_hash and hmac.compare_digest(hash_secret(token), self._master_hash))
+
+    def require_master(self, token: str | None) -> None:
+        """Guard for /admin: 403 when no master key is configured, 401 for a missing/wrong one."""
+        if self._master_hash is None:
+            raise PermissionDenied(
+                "The admin API is disabled: set AUTOROUTE_MASTER_KEY and restart the proxy.",
+                code="admin_disabled",
+            )
+        if not token:
+            raise AuthenticationFailed("Missing master key: send Authorization: Bearer <AUTOROUTE_MASTER_KEY>.", headers=dict(_CHALLENGE))
+        if not self.is_master(token):
+            raise AuthenticationFailed("Invalid master key.", headers=dict(_CHALLENGE))
+
+    async def open_mode(self) -> bool:
+        """True when no master key is set and no key exists: every caller is anonymous."""
+        if self._master_hash is not None:
+            return False
+        now = self._clock()
+        if self._has_keys is not None and now - self._has_keys[0] < self.cache_ttl_s:
+            return not self._has_keys[1]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                has = bool(await self.redis.scard(self._index_key))
+        except STORE_ERRORS as exc:
+            if self._has_keys is not None:
+                return not self._has_keys[1]
+            raise StoreUnavailable("Limits store unavailable: cannot check API keys. Retry shortly.") from exc
+        self._has_keys = (now, has)
+        return not has
+
+    async def startup_notice(self) -> str:
+        """One line for the start-up log saying how /v1 and /admin are guarded."""
+        if self.master_configured:
+            return "auth: master key set; /v1 needs a virtual key (or the master key), /admin the master key"
+        if await self.open_mode():
+            return (
+                "auth: OPEN MODE, no AUTOROUTE_MASTER_KEY and no keys: every /v1 caller is anonymous "
+                "(local development only); the admin API is disabled"
+            )
+        return "auth: no AUTOROUTE_MASTER_KEY but keys exist: /v1 needs a valid key; the admin API is disabled"
+
+    async def authenticate(self, token: str | None) -> KeyRecord:
+        """The principal for a /v1 request, or 401/403/503 (see the module docstring)."""
+        if self.is_master(token):
+            return MASTER
+        if await self.open_mode():
+            return ANONYMOUS
+        if not token:
+            raise AuthenticationFailed(
+                "Missing API key: send Authorization: Bearer <key> (ask your operator for a key).",
+                headers=dict(_CHALLENGE),
+            )
+        record = await self._lookup(token) if token.startswith(KEY_PREFIX) else None
+        if record is None:
+            raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.", headers=dict(_CHALLENGE))
+        if record.disabled:
+            raise PermissionDenied(f"API key {record.id} is disabled; ask your operator to enable it.", code="key_disabled")
+        if record.expired():
+            assert record.expires_at is not None
+            raise PermissionDenied(
+                f"API key {record.id} expired at {record.expires_at.isoformat()}; ask your operator for a new key.",
+                code="key_expired",
+            )
+        return record
+
+    async def _lookup(self, token: str) -> KeyRecord | None:
+        digest = hash_secret(token)
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self.cache_ttl_s:
+            return cached[1]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.redis.get(self._record_key(key_id_for(digest)))
+        except STORE_ERRORS as exc:
+            if cached is not None and now - cached[0] < self.stale_s:
+                return cached[1]
+            raise StoreUnavailable("Limits store unavailable: cannot check API keys. Retry shortly.") from exc
+        record = KeyRecord.model_validate_json(raw) if raw else None
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            self._cache.pop(digest, None)
+            return None
+        self._cache.pop(digest, None)
+        self._cache[digest] = (now, record)
+        while len(self._cache) > self.cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        return record
+
+    def _forget(self, record: KeyRecord) -> None:
+        self._cache.pop(record.key_hash, None)
+        self._has_keys = None
+
+    # ------------------------------------------------------------------ admin operations
+    async def create(self, fields: KeyFields) -> tuple[KeyRecord, str]:
+        """A new key: returns its record and the secret (the only time the secret exists)."""
+        for _ in range(5):
+            secret = new_secret()
+            digest = hash_secret(secret)
+            record = KeyRecord(
+                **fields.model_dump(),
+                id=key_id_for(digest),
+                created_at=datetime.now(UTC).replace(microsecond=0),
+                key_hash=digest,
+                key_prefix=secret[: len(KEY_PREFIX) + 4],
+            )
+            if await self.redis.set(self._record_key(record.id), record.model_dump_json(), nx=True):
+                break
+        else:  # pragma: no cover  (five 64-bit id collisions in a row)
+            raise RuntimeError("could not allocate a key id")
+        await self._apply_expiry(record)
+        await self.redis.sadd(self._index_key, record.id)
+        self._has_keys = None
+        return record, secret
+
+    async def get(self, key_id: str) -> KeyRecord:
+        raw = await self.redis.get(self._record_key(key_id))
+        if not raw:
+            raise NotFound(f"No API key with id {key_id!r}.")
+        return KeyRecord.model_validate_json(raw)
+
+    async def list(self) -> list[KeyRecord]:
+        ids = sorted(_text(i) for i in await self.redis.smembers(self._index_key))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for key_id in ids:
+            pipe.get(self._record_key(key_id))
+        raws = await pipe.execute()
+        gone = [key_id for key_id, raw in zip(ids, raws, strict=True) if not raw]
+        if gone:  # records that expired after their retention
+            await self.redis.srem(self._index_key, *gone)
+        records = [KeyRecord.model_validate_json(raw) for raw in raws if raw]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
+        """Apply `changes` (already validated field values) atomically (WATCH/MULTI)."""
+        name = self._record_key(key_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(name)
+                    raw = await pipe.get(name)
+                    if not raw:
+                        raise NotFound(f"No API key with id {key_id!r}.")
+                    current = KeyRecord.model_validate_json(raw)
+                    record = KeyRecord.model_validate({**current.model_dump(), **changes})
+                    pipe.multi()
+                    pipe.set(name, record.model_dump_json())
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        await self._apply_expiry(record)
+        self._forget(record)
+        return record
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        record = await self.get(key_id)
+        await self.redis.delete(self._record_key(key_id))
+        await self.redis.srem(self._index_key, key_id)
+        self._forget(record)
+        return record
+
+    async def _apply_expiry(self, record: KeyRecord) -> None:
+        name = self._record_key(record.id)
+        if record.expires_at is None:
+            await self.redis.persist(name)
+        else:
+            await self.redis.expireat(name, int((record.expires_at + RECORD_RETENTION).timestamp()))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,1 @@
+"""observe: see ../../README.md#layout."""

@@ -1,0 +1,1 @@
+"""request: see ../../README.md#layout."""

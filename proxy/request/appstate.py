@@ -1,0 +1,122 @@
+"""AppState: everything a request needs, built once per process in the app's lifespan.
+
+No module-level mutable state anywhere else: handlers reach this as
+`request.app.state.autoroute`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from proxy import __version__
+from proxy.dispatch.dispatcher import Dispatcher, Outcome
+from proxy.dispatch.health import DeploymentHealth
+from proxy.keys.store import KeyStore
+from proxy.limits import store
+from proxy.limits.limiter import Limiter
+from proxy.observe.decisions import Decisions
+from proxy.observe.metrics import Metrics
+from proxy.policy import Policy, load_policy
+from proxy.providers import Providers
+from proxy.providers.http import Upstreams
+from proxy.providers.litellm_lib import LazyLitellm
+from proxy.request import accounting
+from proxy.request.exchange import Exchange
+from proxy.routing import tokens
+from proxy.routing.llm_classifier import LLMClassifier
+from proxy.settings import Settings
+
+log = logging.getLogger("autoroute")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    policy: Policy
+    environ: Mapping[str, str]
+    upstreams: Upstreams
+    litellm: LazyLitellm
+    dispatcher: Dispatcher
+    redis: Any  # redis.asyncio.Redis, or the embedded fakeredis
+    keys: KeyStore
+    limiter: Limiter
+    metrics: Metrics
+    decisions: Decisions
+    llm_classifier: LLMClassifier | None
+
+    @property
+    def health(self) -> DeploymentHealth:
+        """Breakers and in-flight per deployment (admin, metrics, the selector's availability)."""
+        return self.dispatcher.health
+
+    @property
+    def needs_translation(self) -> bool:
+        """Some deployment with credentials speaks Anthropic's or Gemini's format."""
+        return any(d.wire_format != "openai" and d.has_credentials(self.environ) for d in self.policy.deployments)
+
+    async def startup(self) -> None:
+        if self.needs_translation:  # load litellm's translation layer off the event loop
+            self.litellm.start()
+        tokens.warm_up()
+        log.info(store.describe(self.redis))
+        try:
+            log.info(await self.keys.startup_notice())
+        except Exception as exc:
+            log.warning("auth: could not read the key store at start-up (%s); it is retried per request", type(exc).__name__)
+        self.metrics.set_build_info(__version__, self.policy.hash)
+        log.info(
+            "autoroute ready: policy %s (%d models, %d deployments, %d available)",
+            self.policy.hash,
+            len(self.policy.models),
+            len(self.policy.deployments),
+            len(self.health.available_models()),
+        )
+
+    async def shutdown(self) -> None:
+        await self.health.wait_idle(timeout=2.0)  # streams cut at the grace's end settle first
+        await self.decisions.aclose()
+        await self.upstreams.aclose()
+        await self.redis.aclose()
+
+    async def ready(self) -> dict[str, bool]:
+        reachable = await store.ping(self.redis)
+        self.metrics.set_store_up(reachable)
+        checks = {"policy": True, "store": reachable or self.policy.limits.on_store_error == "fail_open"}
+        if self.needs_translation:  # not ready to take Anthropic/Gemini traffic until it can translate
+            checks["translation"] = self.litellm.loaded
+        return checks
+
+    async def record(self, ex: Exchange) -> None:
+        """Account a finished request, once (settle, metrics, decision record)."""
+        await accounting.record(self, ex)
+
+    async def complete_for_classifier(self, model_id: str, body: dict[str, Any]) -> Mapping[str, Any]:
+        """The LLM classifier's transport: one call through dispatch (the proxy's own overhead,
+        not charged to any key)."""
+        model = self.policy.resolve_model(model_id)
+        if model is None:
+            raise LookupError(f"llm_classifier.model {model_id!r} is not in the registry")
+        completion = await self.dispatcher.complete([model], body, Outcome())
+        return completion.body
+
+
+def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy | None = None) -> AppState:
+    policy = policy or load_policy(settings.policy_dir, environ)
+    metrics = Metrics.from_policy(policy, CollectorRegistry())
+    upstreams = Upstreams(policy, environ)
+    litellm = LazyLitellm()
+    dispatcher = Dispatcher(policy, upstreams, Providers(litellm), environ, observer=metrics)
+    redis = store.create_redis(settings, policy.limits)
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    keys = KeyStore(redis, master)
+    limiter = Limiter(redis, policy.limits, on_store_call=metrics.observe_store)
+    decisions = Decisions.from_policy(redis, policy, environ, metrics)
+    state = AppState(settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None)
+    if policy.routing.llm_classifier.enabled:
+        state.llm_classifier = LLMClassifier(policy.routing.llm_classifier, state.complete_for_classifier)
+    return state

@@ -1,0 +1,106 @@
+"""Everything one request learns on its way through the pipeline: the decision record."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proxy.dispatch.dispatcher import Outcome
+from proxy.errors import ProxyError
+from proxy.policy.registry import ModelSpec
+from proxy.providers.base import Usage
+
+if TYPE_CHECKING:
+    from proxy.keys.store import KeyRecord
+    from proxy.request.admission import Admission
+    from proxy.routing.planning import Plan
+
+
+def new_decision_id() -> str:
+    return "dec_" + os.urandom(10).hex()
+
+
+@dataclass
+class Exchange:
+    decision_id: str = field(default_factory=new_decision_id)
+    started: float = field(default_factory=time.perf_counter)
+    endpoint: str = "chat"  # chat | route
+    requested_model: str = ""
+    stream: bool = False
+    key: KeyRecord | None = None
+    task_id: str | None = None
+    agent: str | None = None
+    plan: Plan | None = None
+    admission: Admission | None = None
+    outcome: Outcome = field(default_factory=Outcome)
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    status: int = 0
+    error: BaseException | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    ttft_s: float | None = None
+    finished: float | None = None
+    prompt: str | None = None  # the last user turn, only when the policy logs prompts
+
+    @property
+    def routed(self) -> bool:
+        return self.plan is not None and self.plan.routed
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        return self.plan.decision if self.plan is not None else {}
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        return self.plan.models if self.plan is not None else []
+
+    @property
+    def primary(self) -> ModelSpec | None:
+        return self.models[0] if self.models else None
+
+    @property
+    def total_seconds(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def waited_seconds(self) -> float:
+        """Time spent waiting on upstreams and between retries: not the proxy's own cost."""
+        return self.outcome.upstream_seconds + self.outcome.backoff_seconds
+
+    def fail(self, exc: ProxyError) -> None:
+        self.error = exc
+        self.status = exc.status
+        self.error_type = exc.type
+        self.error_code = exc.code
+
+    def cancelled(self, exc: BaseException) -> None:
+        """The client went away (or the server is stopping) before the response was done."""
+        self.error = exc
+        self.status = 499
+        self.error_type, self.error_code = "client_closed", "client_disconnected"
+
+    def response_headers(self) -> dict[str, str]:
+        headers = {"x-autoroute-decision-id": self.decision_id}
+        used = self.outcome.model or self.primary
+        if used is not None:
+            headers["x-autoroute-model"] = used.id
+        if self.outcome.attempts:
+            headers["x-autoroute-attempts"] = ",".join(f"{a.model}@{a.deployment}" for a in self.outcome.attempts)
+        if self.routed:
+            d = self.decision
+            headers["x-autoroute-category"] = str(d.get("category", ""))
+            headers["x-autoroute-complexity"] = str(d.get("complexity", ""))
+            headers["x-autoroute-reason"] = header_safe(str(d.get("reason", "")))
+            headers["x-autoroute-estimated-cost-usd"] = f"{float(d.get('estimated_cost_usd', 0.0)):.8f}"
+        if self.admission is not None:
+            headers.update(self.admission.headers)
+        return headers
+
+
+def header_safe(text: str, limit: int = 300) -> str:
+    """HTTP header values are latin-1 without control characters."""
+    text = " ".join(text.split())[:limit]
+    return text.encode("latin-1", "replace").decode("latin-1")

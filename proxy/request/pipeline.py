@@ -1,0 +1,171 @@
+"""handle_chat() and handle_route(): the only place the steps of a request are strung together.
+
+    read + check body -> auth (virtual key) -> plan (named model, or classify + select)
+      -> admit + dispatch (the admission is taken as dispatch picks a deployment)
+      -> relay -> account (settle, metrics, decision record)
+
+Every step is a call into the module that owns it; this file decides the order and makes
+sure that, whatever happens (an error, a client that goes away mid-stream, a server that
+stops), the request is accounted exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from proxy.api.chat import parse_chat_request
+from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
+from proxy.keys.store import bearer_token
+from proxy.limits.format import KeyBudgetExceeded
+from proxy.request import accounting
+from proxy.request.admission import Admission
+from proxy.request.exchange import Exchange
+from proxy.request.relay import RelayResponse, stream_events
+from proxy.routing.planning import Plan, plan_request
+from proxy.routing.textscan import read_conversation
+
+if TYPE_CHECKING:
+    from proxy.request.appstate import AppState
+
+
+async def handle_chat(state: AppState, request: Request) -> Response:
+    ex = Exchange()
+    state.metrics.request_started()
+    handed_off = False
+    try:
+        body = await _begin(state, ex, request)
+        ex.stream = bool(body.get("stream"))
+        ex.plan = await _plan(state, ex, body, request.headers)
+        body.pop("route", None)  # ours, not the upstream's
+        for second_chance in (False, True):
+            ex.admission = Admission(state.limiter, ex.key, ex.plan, ex.task_id, ex.agent)  # type: ignore[arg-type]
+            try:
+                if ex.stream:
+                    opened = await state.dispatcher.open_stream(ex.plan.models, body, ex.outcome, gate=ex.admission)
+                else:
+                    completion = await state.dispatcher.complete(ex.plan.models, body, ex.outcome, gate=ex.admission)
+                break
+            except KeyBudgetExceeded as exc:
+                # Budget homeostasis, second chance: spend moved between selection and admission.
+                if second_chance or not ex.plan.routed or ex.outcome.attempts or exc.remaining_usd is None:
+                    raise
+                ex.plan = await plan_request(
+                    state,
+                    ex.decision_id,
+                    body,
+                    request.headers,
+                    ex.key,  # type: ignore[arg-type]
+                    budget_remaining_usd=exc.remaining_usd,
+                )
+        if ex.stream:
+            handed_off = True
+            events = stream_events(state, ex, body, opened)
+            first = await anext(events)  # started: its cleanup now runs however the response ends
+            return RelayResponse(
+                events, first, media_type="text/event-stream", headers={**ex.response_headers(), "cache-control": "no-cache"}
+            )
+        result = completion.body
+        result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
+        accounting.settle_usage(ex, completion.usage, accounting.output_chars(result, "message"))
+        accounting.finish(ex, 200)
+        handed_off = True
+        return AccountedResponse(state, ex, orjson.dumps(result), media_type="application/json", headers=ex.response_headers())
+    except ProxyError as exc:
+        ex.fail(exc)
+        accounting.finish(ex)
+        exc.headers.update(ex.response_headers())
+        raise
+    except asyncio.CancelledError as exc:  # the client left (proxy/request/disconnect.py) or the server stops
+        ex.cancelled(exc)
+        accounting.finish(ex)
+        raise
+    except Exception as exc:  # a bug: the app answers 500 (app.unexpected_error); record it as one
+        ex.error, ex.status, ex.error_type, ex.error_code = exc, 500, "api_error", "internal_error"
+        accounting.finish(ex)
+        raise
+    finally:
+        if not handed_off:
+            with anyio.CancelScope(shield=True):
+                await state.record(ex)
+
+
+class AccountedResponse(Response):
+    """A response that accounts its request after the body has gone out (off the client's
+    latency), and still does if sending fails because the client left."""
+
+    def __init__(self, state: AppState, ex: Exchange, content: bytes, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._state, self._ex = state, ex
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._state.record(self._ex)
+
+
+async def handle_route(state: AppState, request: Request) -> Response:
+    """POST /v1/route: the same body as chat completions; the decision, no model called."""
+    ex = Exchange(endpoint="route")
+    try:
+        body = await _begin(state, ex, request)
+        ex.plan = await _plan(state, ex, body, request.headers)
+        accounting.finish(ex, 200)
+        decision = dict(ex.plan.decision)
+        if ex.plan.routed:
+            decision["fallback_reasons"] = [{"model": s.model, "reason": s.reason} for s in ex.plan.route.steps[1:]]  # type: ignore[union-attr]
+        return Response(orjson.dumps(decision), media_type="application/json", headers=ex.response_headers())
+    except ProxyError as exc:
+        ex.fail(exc)
+        accounting.finish(ex)
+        exc.headers["x-autoroute-decision-id"] = ex.decision_id
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await state.record(ex)
+
+
+async def _begin(state: AppState, ex: Exchange, request: Request) -> dict[str, Any]:
+    """Caller (before the body is read: an unknown caller costs nothing), body, task/agent labels."""
+    ex.key = await state.keys.authenticate(bearer_token(request.headers))
+    body = await read_json_body(request, state.settings.max_body_bytes)
+    ex.requested_model = body["model"]
+    headers = request.headers
+    ex.task_id = headers.get("x-task-id") or None
+    user = body.get("user")
+    ex.agent = (user if isinstance(user, str) and user else None) or headers.get("x-agent-id") or None
+    if state.policy.observability.log_prompts:
+        ex.prompt = read_conversation(body.get("messages") or []).ask
+    return body
+
+
+async def _plan(state: AppState, ex: Exchange, body: dict[str, Any], headers: Mapping[str, str]) -> Plan:
+    """Plan without reading the budget first: admission refuses atomically when the estimate
+    does not fit, with what remains, and handle_chat then re-plans once within it (budget
+    homeostasis at the cost of one extra store call only for requests that need it)."""
+    assert ex.key is not None
+    return await plan_request(state, ex.decision_id, body, headers, ex.key)
+
+
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} (AUTOROUTE_MAX_BODY_BYTES).")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes (AUTOROUTE_MAX_BODY_BYTES).")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise InvalidRequest("The client disconnected before sending the whole body.") from None
+    return parse_chat_request(b"".join(chunks))

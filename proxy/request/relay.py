@@ -1,0 +1,102 @@
+"""The SSE relay: an open upstream stream -> OpenAI server-sent events for the client.
+
+Relays chunks with the answering model's id, strips the upstream's usage chunk and sends
+its own last (only if the client asked for usage), ends with `data: [DONE]`, or with an
+error event if the upstream fails after the first byte (no fallback is possible then).
+However it ends (done, upstream failure, client gone), the upstream is closed and the
+request accounted exactly once, shielded from cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.responses import StreamingResponse
+
+from proxy.dispatch.dispatcher import OpenStream
+from proxy.providers import sse
+from proxy.providers.base import UpstreamError
+from proxy.request import accounting
+from proxy.request.exchange import Exchange
+
+if TYPE_CHECKING:
+    from proxy.request.appstate import AppState
+
+
+async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], opened: OpenStream) -> AsyncGenerator[bytes, None]:
+    model_id = ex.outcome.model.id if ex.outcome.model else body["model"]
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    text_chars = 0
+    last: dict[str, Any] = opened.first
+    try:
+        chunk: dict[str, Any] | None = opened.first
+        while chunk is not None:
+            if chunk.get("choices") or not chunk.get("usage"):  # the upstream's usage chunk: ours comes last
+                chunk["model"] = model_id
+                text_chars += accounting.output_chars(chunk, "delta")
+                if ex.ttft_s is None:
+                    ex.ttft_s = ex.total_seconds
+                last = chunk
+                yield sse.encode(chunk)
+            chunk = await anext(opened.rest, None)
+        accounting.settle_usage(ex, opened.stream.usage, text_chars)
+        if include_usage and ex.usage is not None:
+            yield sse.encode(
+                {
+                    "id": last.get("id"),
+                    "object": "chat.completion.chunk",
+                    "created": last.get("created"),
+                    "model": model_id,
+                    "choices": [],
+                    "usage": ex.usage.as_openai(),
+                }
+            )
+        yield sse.DONE
+        accounting.finish(ex, 200)
+    except UpstreamError as exc:
+        ex.outcome.attempts[-1].error = exc
+        accounting.settle_usage(ex, opened.stream.usage, text_chars)
+        accounting.finish(ex, 502)
+        ex.error_type, ex.error_code = "upstream_error", exc.kind
+        yield sse.encode(
+            {
+                "error": {
+                    "message": f"The upstream failed mid-stream: {exc.message}",
+                    "type": "upstream_error",
+                    "param": None,
+                    "code": exc.kind,
+                }
+            }
+        )
+    finally:
+        with anyio.CancelScope(shield=True):  # the client may have gone: still close and account
+            await opened.stream.aclose()
+            if ex.finished is None:  # cancelled: the client disconnected
+                accounting.settle_usage(ex, opened.stream.usage, text_chars)
+                accounting.finish(ex, 499)
+                ex.error_type, ex.error_code = "client_closed", "client_disconnected"
+            await state.record(ex)
+
+
+class RelayResponse(StreamingResponse):
+    """The SSE relay. If the response never gets to iterate the relay (the client left
+    first), the relay is closed here, so its cleanup (close upstream, account) still runs."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], first: bytes, **kwargs: Any) -> None:
+        super().__init__(_prepend(first, events), **kwargs)
+        self._events = events
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for item in rest:
+        yield item
