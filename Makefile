@@ -40,6 +40,8 @@ redis:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: install tools redis lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ import orjson
 
 
 class ProxyError(Exception):
-    status: ClassVar[int] = 500
+    status: int = 500
     type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
     log_level: ClassVar[str] = "error"
@@ -33,7 +33,7 @@ class ProxyError(Exception):
         self.code = code or self.default_code
         self.headers = dict(headers or {})
         if status is not None:
-            self.status = status  # type: ignore[misc]  (instance override, e.g. upstream 4xx)
+            self.status = status  # an instance override, e.g. an upstream 4xx passed through
 
     def body(self) -> dict[str, Any]:
         return {

@@ -175,7 +175,6 @@ def test_available_models_drops_a_model_whose_deployments_are_all_open(nano3) ->
     for _ in range(3):
         health.failure("d3", MODEL, PASS, "500")
     assert health.available_models() == everything - {MODEL}
-    assert available_models(policy, {}, health) == everything - {MODEL}
     clock.now += 5  # cooled down: available again, so a request can probe it
     assert MODEL in health.available_models()
 

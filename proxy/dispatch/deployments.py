@@ -17,13 +17,9 @@ use, so the order stays a cheap, pure-ish function of a few counters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from proxy.policy import Policy
 from proxy.policy.registry import Deployment
-
-if TYPE_CHECKING:
-    from proxy.dispatch.health import DeploymentHealth
 
 
 class DeploymentTable:
@@ -90,10 +86,7 @@ class Balancer:
         return best
 
 
-def available_models(policy: Policy, environ: Mapping[str, str], health: DeploymentHealth | None = None) -> frozenset[str]:
-    """Registry ids with at least one deployment that has credentials and whose breaker for
-    that model is not open. With `health` (the app's, `state.health`) this is O(1) while no
-    breaker is open; without it, only credentials are checked."""
-    if health is not None:
-        return health.available_models()
+def available_models(policy: Policy, environ: Mapping[str, str]) -> frozenset[str]:
+    """Registry ids with at least one deployment that has credentials (breakers are the running
+    app's: `state.health.available_models()`)."""
     return DeploymentTable(policy, environ).usable_models

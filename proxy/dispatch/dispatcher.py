@@ -43,6 +43,7 @@ from proxy.policy.registry import Deployment, ModelSpec
 from proxy.providers import Providers
 from proxy.providers.base import ChunkStream, Completion, UpstreamCall, UpstreamError
 from proxy.providers.http import Upstreams
+from proxy.vocab import ErrorKind
 
 __all__ = ["Attempt", "Dispatcher", "OpenStream", "Outcome", "attempts_header", "exhausted", "rejected"]
 
@@ -368,10 +369,10 @@ class Dispatcher:
 
 
 def metric_kind(error: UpstreamError) -> str:
-    """Our error kinds in the metrics module's vocabulary (proxy/observe/metrics.py ERROR_KINDS)."""
-    if error.kind == "rejected":
-        return "auth" if error.status in (401, 403) else "client_error"
-    return {"bad_response": "malformed"}.get(error.kind, error.kind)
+    """The `kind` label of a failed attempt: its `ErrorKind`, with a refused key told apart."""
+    if error.kind == ErrorKind.REJECTED and error.status in (401, 403):
+        return ErrorKind.AUTH
+    return error.kind
 
 
 @dataclass(slots=True)

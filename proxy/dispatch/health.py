@@ -198,7 +198,7 @@ class DeploymentHealth:
         now, cool = self._clock(), self.cfg.cooldown_s
         out = []
         for dep in self.table.deployments:
-            models = []
+            models: list[dict[str, Any]] = []
             for m in self.table.serves[dep.id]:
                 b = self._breakers.get((dep.id, m))
                 state = b.effective(now, cool) if b else CLOSED

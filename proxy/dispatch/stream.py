@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -20,8 +20,11 @@ from proxy.dispatch.attempts import Attempt, Outcome
 from proxy.policy.registry import Deployment, ModelSpec
 from proxy.providers.base import ChunkStream, UpstreamError, Usage
 
-if TYPE_CHECKING:
-    from proxy.dispatch.dispatcher import Dispatcher
+
+class StreamOwner(Protocol):
+    """What an open stream tells the dispatcher that opened it (its lease, breaker, metrics)."""
+
+    async def stream_closed(self, stream: OpenStream) -> None: ...
 
 
 def substantive(chunk: dict[str, Any]) -> bool:
@@ -40,7 +43,7 @@ def substantive(chunk: dict[str, Any]) -> bool:
 class OpenStream:
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        dispatcher: StreamOwner,
         attempt: Attempt,
         outcome: Outcome,
         model: ModelSpec,

@@ -50,7 +50,7 @@ from redis.exceptions import WatchError
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
 from proxy.policy.registry import ModelSpec
-from proxy.policy.routing import Preference
+from proxy.vocab import Preference
 
 KEY_PREFIX = "sk-ar-"
 _CHALLENGE = {"www-authenticate": "Bearer"}  # RFC 9110: a 401 says how to authenticate
@@ -163,8 +163,8 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    token = headers.get("x-api-key")
-    return token.strip() or None if token else None
+    api_key = headers.get("x-api-key")
+    return api_key.strip() or None if api_key else None
 
 
 class KeyStore:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proxy.errors import BudgetExceeded, RateLimited
+from proxy.vocab import LIMIT_OF_LUA, LimitName, LuaLimit
 
 NUSD_PER_USD = 1_000_000_000  # money in the store is integer nano-USD
 
@@ -161,7 +162,7 @@ def rejection_error(result: dict[str, Any], ctx: RejectionContext) -> RateLimite
         when = f" Resets in {go_duration(retry_ms)}; retry after that." if retry_ms is not None else ""
         return KeyRateLimited(
             f"Rate limit reached for {who}: {what}.{when}",
-            limit="requests_per_minute" if limit == "rpm" else "tokens_per_minute",
+            limit=LIMIT_OF_LUA[LuaLimit(limit)],
             retry_after_s=retry_s,
             headers={**headers, **_retry_headers(retry_s, limit != "tpm_size")},
         )
@@ -207,7 +208,7 @@ def _budget_error(limit: str, result: dict[str, Any], ctx: RejectionContext, hea
             f"Budget exceeded for {who}: task budget of task {ctx.task_id!r}: token limit {ctx.task_tokens}, "
             f"{max(int(left_raw), 0)} left, this request needs {ctx.tokens} (input + max output). It resets when "
             f"the task has been idle for {go_duration(ctx.task_idle_s * 1000)}; start a new X-Task-Id.",
-            limit="task_budget",
+            limit=LimitName.TASK_BUDGET,
             retry_after_s=None,
             remaining_usd=None,
             headers={**headers, **_retry_headers(None, False)},
@@ -216,7 +217,7 @@ def _budget_error(limit: str, result: dict[str, Any], ctx: RejectionContext, hea
         f"Budget exceeded for {who}: {name}: limit {_usd(cap)}, {_usd(remaining_usd or 0)} left, "
         f"this request needs about {_usd(ctx.cost_usd)} (estimated). {when}"
         + (" A cheaper model may still fit." if (remaining_usd or 0) > 0 else ""),
-        limit={"day": "daily_budget", "month": "monthly_budget", "total": "total_budget"}.get(limit, "task_budget"),
+        limit=LIMIT_OF_LUA[LuaLimit(limit)],
         retry_after_s=retry_s,
         remaining_usd=remaining_usd,
         headers={**headers, **_retry_headers(retry_s, False)},

@@ -60,6 +60,7 @@ Guarantee ("holds exactly"), per key and per deployment, while the store is reac
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -111,6 +112,8 @@ class Reservation:
     agent: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     degraded: bool = False  # admitted without the store (fail_open): nothing is reserved
+    #: USD left in each of the key's budgets (day/month/total) once this reservation was made
+    budget_left_usd: dict[str, float] = field(default_factory=dict)
 
     @property
     def estimated_cost_usd(self) -> float:
@@ -285,7 +288,8 @@ class Limiter:
             return self._store_down_admission(res)
         if not result["ok"]:
             raise rejection_error(result, self._context(key, res, deployment, task_id, task_cost, task_tokens, now))
-        return replace(res, headers=rate_limit_headers(result.get("k")))
+        left = {period: nusd / NUSD_PER_USD for period, nusd in (result.get("b") or {}).items()}
+        return replace(res, headers=rate_limit_headers(result.get("k")), budget_left_usd=left)
 
     def _key_section(
         self, key: KeyRecord, res: Reservation, task_cost: float | None, task_tokens: int | None,
@@ -415,7 +419,7 @@ class Limiter:
             calls = [([k for keys, _ in sections for k in keys], merged)]
         try:
             for keys, params in calls:
-                await self._call(op, lambda keys=keys, params=params: self._script(self._settle, keys, params))
+                await self._call(op, functools.partial(self._script, self._settle, keys, params))
         except _StoreFailure:
             self.stats.lost_settlements += 1
 

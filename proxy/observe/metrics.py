@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from proxy import errors
 from proxy.policy.registry import Provider
+from proxy.vocab import LOCAL, BudgetPeriod, Category, Endpoint, ErrorKind, LimitName, Outcome, Preference
 
 if TYPE_CHECKING:
     from proxy.policy import Policy
@@ -29,70 +30,26 @@ if TYPE_CHECKING:
 NONE = "none"
 OTHER = "other"
 
-CATEGORIES = frozenset(
-    {
-        "deep_reasoning",
-        "complex_coding",
-        "long_document",
-        "agentic_tool_use",
-        "qa_retrieval",
-        "text_generation",
-        "classification",
-        "embedding",
-        NONE,
-    }
-)
-PREFERENCES = frozenset({"cheapest", "balanced", "best_quality", "local", NONE})
+CATEGORIES = frozenset({*Category, NONE})
+PREFERENCES = frozenset({*Preference, LOCAL, NONE})
 PROVIDERS = frozenset(get_args(Provider))
 STREAM = {True: "true", False: "false"}
 #: Request outcomes (`observe_request(outcome=...)`); `outcome_of(exc)` maps an exception here.
-OUTCOMES = frozenset(
-    {
-        "ok",
-        "invalid_request",
-        "unauthorized",
-        "forbidden",
-        "not_found",
-        "too_large",
-        "no_capable_model",
-        "rate_limited",
-        "budget_exceeded",
-        "upstream_error",
-        "upstream_timeout",
-        "upstream_rejected",
-        "store_unavailable",
-        "unavailable",
-        "cancelled",
-        "internal_error",
-    }
-)
+OUTCOMES = frozenset(Outcome)
 #: Upstream failure kinds (`observe_upstream_attempt(error=...)`); `error_kind_for_status(s)` helps.
-ERROR_KINDS = frozenset(
-    {
-        "timeout",
-        "first_token_timeout",
-        "connect",
-        "rate_limited",
-        "server_error",
-        "rejected",
-        "auth",
-        "bad_response",
-        "stream_cut",
-        "cancelled",
-    }
-)
-#: Limit type -> rejection kind (`rejected(limit)`).
-#: The limiter's limit names (proxy/limits/format.py) -> rejection kind.
-LIMITS = {
-    "requests_per_minute": "rate_limit",
-    "tokens_per_minute": "rate_limit",
-    "deployment_capacity": "rate_limit",
-    "daily_budget": "budget",
-    "monthly_budget": "budget",
-    "total_budget": "budget",
-    "task_budget": "budget",
+ERROR_KINDS = frozenset(ErrorKind)
+#: The limit a 429 names -> rejection kind (`rejected(limit)`).
+LIMITS: dict[str, str] = {
+    LimitName.REQUESTS_PER_MINUTE: "rate_limit",
+    LimitName.TOKENS_PER_MINUTE: "rate_limit",
+    LimitName.DEPLOYMENT_CAPACITY: "rate_limit",
+    LimitName.DAILY_BUDGET: "budget",
+    LimitName.MONTHLY_BUDGET: "budget",
+    LimitName.TOTAL_BUDGET: "budget",
+    LimitName.TASK_BUDGET: "budget",
 }
-BUDGET_PERIODS = frozenset({"day", "month", "total", "task"})
+BUDGET_PERIODS = frozenset(BudgetPeriod)
+ENDPOINTS = frozenset(Endpoint)
 #: Why the router left the matrix's first choice (`observe_route(overrides=...)`).
 OVERRIDES = frozenset(
     {
@@ -125,21 +82,21 @@ COST_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.1, 1.25, 1.5, 2.0, 4.0, 10.0)
 CLASSIFIER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 _OUTCOME_BY_ERROR: dict[type[BaseException], str] = {
-    errors.RateLimited: "rate_limited",
-    errors.BudgetExceeded: "budget_exceeded",
-    errors.AuthenticationFailed: "unauthorized",
-    errors.PermissionDenied: "forbidden",
-    errors.NoCapableModel: "no_capable_model",
-    errors.NotFound: "not_found",
-    errors.ModelNotFound: "not_found",
-    errors.PayloadTooLarge: "too_large",
-    errors.InvalidRequest: "invalid_request",
-    errors.StoreUnavailable: "store_unavailable",
-    errors.ServiceUnavailable: "unavailable",
-    errors.UpstreamTimeout: "upstream_timeout",
-    errors.UpstreamFailed: "upstream_error",
-    errors.UpstreamRejected: "upstream_rejected",
-    asyncio.CancelledError: "cancelled",
+    errors.RateLimited: Outcome.RATE_LIMITED,
+    errors.BudgetExceeded: Outcome.BUDGET_EXCEEDED,
+    errors.AuthenticationFailed: Outcome.UNAUTHORIZED,
+    errors.PermissionDenied: Outcome.FORBIDDEN,
+    errors.NoCapableModel: Outcome.NO_CAPABLE_MODEL,
+    errors.NotFound: Outcome.NOT_FOUND,
+    errors.ModelNotFound: Outcome.NOT_FOUND,
+    errors.PayloadTooLarge: Outcome.TOO_LARGE,
+    errors.InvalidRequest: Outcome.INVALID_REQUEST,
+    errors.StoreUnavailable: Outcome.STORE_UNAVAILABLE,
+    errors.ServiceUnavailable: Outcome.UNAVAILABLE,
+    errors.UpstreamTimeout: Outcome.UPSTREAM_TIMEOUT,
+    errors.UpstreamFailed: Outcome.UPSTREAM_ERROR,
+    errors.UpstreamRejected: Outcome.UPSTREAM_REJECTED,
+    asyncio.CancelledError: Outcome.CANCELLED,
 }
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
@@ -147,12 +104,12 @@ _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 def outcome_of(exc: BaseException | None) -> str:
     """The `outcome` label for a request that ended with `exc` (None = success)."""
     if exc is None:
-        return "ok"
+        return Outcome.OK
     for cls in type(exc).__mro__:
         outcome = _OUTCOME_BY_ERROR.get(cls)
         if outcome is not None:
             return outcome
-    return "internal_error"
+    return Outcome.INTERNAL_ERROR
 
 
 def status_class(status: int) -> str:

@@ -13,19 +13,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from proxy.policy.registry import Strict
+from proxy.vocab import Category, Preference
 
-Preference = Literal["cheapest", "balanced", "best_quality"]
-Category = Literal[
-    "deep_reasoning",
-    "complex_coding",
-    "long_document",
-    "agentic_tool_use",
-    "qa_retrieval",
-    "text_generation",
-    "classification",
-    "embedding",
-]
-CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)  # plain str: JSON object keys
 Slot = Literal[
     "default",
     "cost_optimized",
@@ -112,7 +102,7 @@ class LLMClassifierSettings(Strict):
 
 
 class RoutingPolicy(Strict):
-    default_preference: Preference = "balanced"
+    default_preference: Preference = Preference.BALANCED
     local_model: str = "ollama/qwen3:1.7b"
     prefer_local: bool = False
     allow_cloud_fallback: bool = True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.policy.registry import Deployment, ModelSpec
+from proxy.vocab import RETRYABLE_KINDS
 
 
 @dataclass(slots=True)
@@ -72,9 +73,6 @@ class Provider(Protocol):
     async def stream(self, call: UpstreamCall) -> ChunkStream:
         """Open the stream; raise UpstreamError if the upstream refused it (status != 200)."""
         ...
-
-
-RETRYABLE_KINDS = frozenset({"timeout", "first_token_timeout", "connect", "rate_limited", "server_error", "bad_response", "stream_cut"})
 
 
 @dataclass

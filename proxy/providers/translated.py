@@ -37,9 +37,16 @@ class _TranslatedProvider:
     def __init__(self, lazy: LazyLitellm) -> None:
         self._lazy = lazy
 
-    # Subclasses: _build(lt, call, stream) -> (url, headers, payload, optional_params, messages)
-    #             _to_completion(lt, call, resp, payload, op, messages) -> litellm ModelResponse
-    #             _stream_events(lt, call, resp) -> TranslatedStream
+    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool) -> tuple[str, dict[str, str], dict[str, Any], Any, Any]:
+        """(url, headers, payload, optional_params, messages) for this provider's API."""
+        raise NotImplementedError
+
+    def _to_completion(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, payload: Any, op: Any, messages: Any) -> Any:
+        """The upstream response as a litellm ModelResponse."""
+        raise NotImplementedError
+
+    def _stream_events(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: Any) -> TranslatedStream:
+        raise NotImplementedError
 
     async def _send(self, call: UpstreamCall, url: str, headers: dict[str, str], payload: dict, stream: bool) -> httpx.Response:
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
@@ -82,7 +89,7 @@ class _TranslatedProvider:
 
 
 class AnthropicProvider(_TranslatedProvider):
-    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool):  # type: ignore[no-untyped-def]
+    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool):
         cfg, model = lt.anthropic_config, call.body["model"]
         messages, params = _params(call)
         op = cfg.map_openai_params(non_default_params=params, optional_params={}, model=model, drop_params=True)
@@ -96,7 +103,7 @@ class AnthropicProvider(_TranslatedProvider):
         url = base if base.endswith("/messages") else base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         return url, headers, payload, op, messages
 
-    def _to_completion(self, lt, call, resp, payload, op, messages):  # type: ignore[no-untyped-def]
+    def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.anthropic_config.transform_response(
             call.body["model"],
             resp,
@@ -111,13 +118,13 @@ class AnthropicProvider(_TranslatedProvider):
             json_mode=op.get("json_mode"),
         )
 
-    def _stream_events(self, lt, call, resp, op):  # type: ignore[no-untyped-def]
+    def _stream_events(self, lt, call, resp, op):
         parser = lt.anthropic_stream_parser(streaming_response=None, sync_stream=False, json_mode=op.get("json_mode"))
         return TranslatedStream(resp, call, parser, done_event="message_stop")
 
 
 class GeminiProvider(_TranslatedProvider):
-    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool):  # type: ignore[no-untyped-def]
+    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool):
         cfg, model = lt.gemini_config, call.body["model"]
         messages, params = _params(call)
         op = cfg.map_openai_params(non_default_params=params, optional_params={}, model=model, drop_params=True)
@@ -136,12 +143,12 @@ class GeminiProvider(_TranslatedProvider):
         url = f"{call.deployment.api_base}/v1beta/models/{model}:{action}"
         return url, headers, payload, op, messages
 
-    def _to_completion(self, lt, call, resp, payload, op, messages):  # type: ignore[no-untyped-def]
+    def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.gemini_config.transform_response(
             call.body["model"], resp, lt.model_response(), NullLogging(), payload, messages, op, {}, None
         )
 
-    def _stream_events(self, lt, call, resp, op):  # type: ignore[no-untyped-def]
+    def _stream_events(self, lt, call, resp, op):
         parser = lt.gemini_stream_parser(streaming_response=None, sync_stream=False, logging_obj=NullLogging())
         return TranslatedStream(resp, call, parser, done_event=None)
 
@@ -175,7 +182,7 @@ class TranslatedStream:
                 if parsed is None:
                     continue
                 raw_finish = _gemini_finish(event) if self._done_event is None else None
-                chunk = chunk_dict(parsed, model, keep_finish=self._done_event is not None or raw_finish)
+                chunk = chunk_dict(parsed, model, keep_finish=self._done_event is not None or bool(raw_finish))
                 if parsed_usage := _usage_of(parsed):
                     self.usage = parsed_usage
                 if self._done_event is None and raw_finish:
@@ -202,7 +209,7 @@ class TranslatedStream:
 
 def _gemini_finish(event: dict[str, Any]) -> bool:
     candidates = event.get("candidates")
-    return bool(candidates) and any(isinstance(c, dict) and c.get("finishReason") for c in candidates)
+    return isinstance(candidates, list) and any(isinstance(c, dict) and c.get("finishReason") for c in candidates)
 
 
 def _usage_of(obj: Any) -> Usage | None:

@@ -10,8 +10,11 @@ from proxy.observe.decisions import DecisionRecord
 from proxy.observe.metrics import outcome_of
 from proxy.providers.base import Usage
 from proxy.request.exchange import Exchange
+from proxy.vocab import BudgetPeriod
 
 if TYPE_CHECKING:
+    from proxy.keys.store import KeyRecord
+    from proxy.observe.metrics import Metrics
     from proxy.request.appstate import AppState
 
 
@@ -52,9 +55,12 @@ async def record(state: AppState, ex: Exchange) -> None:
     if ex.finished is None:
         finish(ex)
     used = ex.outcome.model
-    if ex.admission is not None:
-        await ex.admission.finish(ex.usage if used is not None else None, ex.cost_usd, used)
     metrics = state.metrics
+    if ex.admission is not None:
+        res = ex.admission.reservation
+        await ex.admission.finish(ex.usage if used is not None else None, ex.cost_usd, used)
+        if res is not None and res.budget_left_usd and ex.key is not None:
+            record_budgets_left(metrics, ex.key, res.budget_left_usd, res.estimated_cost_usd - (ex.cost_usd if used else 0.0))
     limit = getattr(ex.error, "limit", None)
     if isinstance(limit, str):
         metrics.rejected(limit)
@@ -82,6 +88,16 @@ async def record(state: AppState, ex: Exchange) -> None:
             key=key_name,
         )
     state.decisions.record(log_record(ex, key_name, estimated))
+
+
+def record_budgets_left(metrics: Metrics, key: KeyRecord, left_at_admission: dict[str, float], refund_usd: float) -> None:
+    """The key's budget gauges after this request: what admission left, plus the part of the
+    estimate that the real cost did not use (or minus what it overran)."""
+    limits = {BudgetPeriod.DAY: key.budget_usd_day, BudgetPeriod.MONTH: key.budget_usd_month, BudgetPeriod.TOTAL: key.budget_usd_total}
+    for period, left in left_at_admission.items():
+        limit = limits.get(BudgetPeriod(period))
+        if limit is not None:
+            metrics.set_budget_remaining(key.name, period, max(left + refund_usd, 0.0), limit)
 
 
 def log_record(ex: Exchange, key_name: str | None, estimated_cost: float | None) -> DecisionRecord:

@@ -74,18 +74,20 @@ class LLMClassifier:
             "max_tokens": 60,
             "response_format": {"type": "json_object"},
         }
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 response = await self._complete(self.settings.model, request)
         except TimeoutError:
-            return self._failed(c, "timeout")
+            return self._failed(c, "timeout", time.perf_counter() - started)
         except Exception:
-            return self._failed(c, "error")
+            return self._failed(c, "error", time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         verdict = parse_verdict(response)
         if verdict is None:
-            return self._failed(c, "invalid")
+            return self._failed(c, "invalid", seconds)
         self._store(key, verdict)
-        return self._apply(body, c, verdict[0], verdict[1], cached=False)
+        return self._apply(body, c, verdict[0], verdict[1], cached=False, seconds=seconds)
 
     def excerpt(self, body: Mapping[str, Any], c: Classification) -> str:
         """What the model sees: bounded heads of the system prompt and last turn, plus counts."""
@@ -95,7 +97,8 @@ class LLMClassifier:
         ask = conv.ask
         if len(ask) > budget:
             ask = ask[: budget * 3 // 4] + "\n[...]\n" + ask[-budget // 4 :]
-        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        raw_tools = body.get("tools")
+        tools = raw_tools if isinstance(raw_tools, list) else []
         names = [t["function"].get("name") for t in tools[:20] if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)]
         parts = [
             f"system prompt (start): {conv.system[:300]!r}" if conv.system else "system prompt: none",
@@ -125,7 +128,9 @@ class LLMClassifier:
         while len(self._cache) > self.settings.cache_size:
             self._cache.popitem(last=False)
 
-    def _apply(self, body: Mapping[str, Any], c: Classification, category: str, complexity: int, cached: bool) -> Classification:
+    def _apply(
+        self, body: Mapping[str, Any], c: Classification, category: str, complexity: int, cached: bool, seconds: float | None = None
+    ) -> Classification:
         output = c.estimated_output_tokens
         if not c.output_from_max_tokens:
             output, _ = output_tokens_for(category, complexity, body)
@@ -134,6 +139,7 @@ class LLMClassifier:
         signals["llm"] = {
             "model": self.settings.model,
             "cached": cached,
+            "seconds": seconds,
             "heuristic": {"category": c.category, "complexity": c.complexity, "confidence": c.confidence},
         }
         return dataclasses.replace(
@@ -146,9 +152,9 @@ class LLMClassifier:
             signals=signals,
         )
 
-    def _failed(self, c: Classification, reason: str) -> Classification:
+    def _failed(self, c: Classification, reason: str, seconds: float) -> Classification:
         signals = dict(c.signals)
-        signals["llm"] = {"model": self.settings.model, "error": reason}
+        signals["llm"] = {"model": self.settings.model, "error": reason, "seconds": seconds}
         return dataclasses.replace(c, signals=signals)
 
     def __len__(self) -> int:

@@ -163,4 +163,5 @@ def _observe_llm(state: AppState, c: Classification) -> None:
     if not isinstance(llm, Mapping):
         return
     outcome = llm.get("error") or ("cache_hit" if llm.get("cached") else "ok")
-    state.metrics.observe_llm_classifier(str(outcome))
+    seconds = llm.get("seconds")
+    state.metrics.observe_llm_classifier(str(outcome), seconds if isinstance(seconds, float) else None)

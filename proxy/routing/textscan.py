@@ -237,7 +237,9 @@ def tool_words(tools: list[Any]) -> tuple[set[str], bool]:
     risky = False
     for tool in tools[:24]:
         fn = tool.get("function") if isinstance(tool, Mapping) else None
-        name = fn.get("name") if isinstance(fn, Mapping) else None
+        if not isinstance(fn, Mapping):
+            continue
+        name = fn.get("name")
         if not isinstance(name, str):
             continue
         spaced = "".join(" " + c.lower() if c.isupper() else c for c in name)

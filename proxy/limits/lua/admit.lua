@@ -19,7 +19,7 @@ ARGV[1] = JSON {now?, ttl, k?, d?}
   so Lua never formats numbers).
   prev names the members of a reservation this one replaces (a fallback step of the same request):
   they are left out of every check and removed when this one is written, atomically.
-Returns JSON {ok=true, now, k?: snapshot} or {ok=false, limit, retry_ms?, left?, k?: snapshot}.
+Returns JSON {ok=true, now, k?: snapshot, b?: {day|month|total = nusd left}} or {ok=false, limit, retry_ms?, left?, k?: snapshot}.
 ]]
 
 local p = cjson.decode(ARGV[1])
@@ -85,6 +85,7 @@ end
 local k, d = p.k, p.d
 local dbase = 0
 local snap = nil
+local budget_left = nil -- per budget period: nusd left once this request is reserved
 local prev = (k and k.prev) or {}
 
 -- ---------------------------------------------------------------- check phase (no reservations)
@@ -119,10 +120,12 @@ if k then
         {'month', k.bmon, function() return num(redis.call('HGET', KEYS[6], 'nusd')) end},
         {'total', k.btot, function() return num(redis.call('GET', KEYS[7])) end},
       }
+      budget_left = {}
       for _, b in ipairs(budgets) do
         if b[2] then
           local left = b[2] - b[3]() - pend
           if k.nusd > left then return reject(b[1], nil, snap, left) end
+          budget_left[b[1]] = left - k.nusd
         end
       end
     end
@@ -220,4 +223,4 @@ if d then
   end
 end
 
-return cjson.encode({ok = true, now = now, k = snap})
+return cjson.encode({ok = true, now = now, k = snap, b = budget_left})
