@@ -158,7 +158,8 @@ async def test_observer_hooks(two_deps, environ: dict, upstream: FakeUpstream) -
     policy = two_deps(retries=2, last_resort="openai/gpt-4.1")
     d = make_dispatcher(policy, environ, observer=Spy())
     try:
-        await _complete(d, policy, Outcome())
+        # the plan carries the fallback (the planning step appends dispatch.last_resort)
+        await d.complete([policy.models[MODEL], policy.models["openai/gpt-4.1"]], dict(BODY), Outcome())
     finally:
         await d.upstreams.aclose()
     per_deployment = [

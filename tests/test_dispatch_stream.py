@@ -96,3 +96,40 @@ def test_stream_503_then_success(environ: dict, upstream: FakeUpstream, tmp_path
         assert _text(list(resp.parse())) == TEXT
         wait_for(lambda: len(recorded) == 1)
     assert recorded[0].status == 200 and recorded[0].outcome.upstream_seconds > 0
+
+
+def _requests_total(state, outcome: str, status: str) -> float:  # type: ignore[no-untyped-def]
+    samples = [
+        s.value
+        for metric in state.metrics.registry.collect()
+        if metric.name == "autoroute_requests"
+        for s in metric.samples
+        if s.name == "autoroute_requests_total" and s.labels.get("outcome") == outcome and s.labels.get("status") == status
+    ]
+    return sum(samples)
+
+
+def test_a_stream_cut_mid_way_is_counted_as_an_error_outcome(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    # Regression (issue 10): relay.py set the exchange's fields by hand, so the cut stream was
+    # counted autoroute_requests_total{outcome="ok",status="5xx"}. Fails on the old code.
+    upstream.script("gpt-4.1", Fault.cut(after_chunks=3))
+    with proxy(environ, fast(tmp_path)) as (server, recorded, state):
+        with pytest.raises(openai.APIError, match="mid-stream"):
+            list(sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG, stream=True))
+        wait_for(lambda: sum(_requests_total(state, o, "5xx") for o in ("ok", "upstream_error", "internal_error")) >= 1)
+        assert _requests_total(state, "upstream_error", "5xx") == 1
+        assert _requests_total(state, "ok", "5xx") == 0 and _requests_total(state, "ok", "2xx") == 0
+    (ex,) = recorded
+    assert ex.state == "done" and ex.status == 502 and ex.error_type == "upstream_error" and ex.error_code == "stream_cut"
+
+
+def test_a_bad_response_is_counted_under_its_own_kind(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    # Regression (issue 10): dispatch renamed bad_response to `malformed`, which the metric
+    # does not know, so it was counted kind="other". Fails on the old code.
+    upstream.script("gpt-4.1", Fault.malformed())
+    with proxy(environ, fast(tmp_path)) as (server, recorded, state):
+        sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG)
+        registry = state.metrics.registry
+        wait_for(lambda: sum(s.value for m in registry.collect() if m.name == "autoroute_upstream_errors" for s in m.samples) >= 1)
+        assert registry.get_sample_value("autoroute_upstream_errors_total", {"provider": "openai", "kind": "bad_response"}) == 1
+        assert not registry.get_sample_value("autoroute_upstream_errors_total", {"provider": "openai", "kind": "other"})

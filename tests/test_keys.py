@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
+from proxy.keys import access
 from proxy.keys.store import ANONYMOUS, EPOCH, MASTER, KeyFields, KeyRecord, KeyStore, bearer_token
 from proxy.limits.store import embedded_redis
 from proxy.policy.registry import ModelSpec
@@ -214,19 +215,19 @@ def test_fields_are_validated() -> None:
 
 def test_model_rules() -> None:
     open_key = KeyRecord(id="k", created_at=EPOCH)
-    assert open_key.allows_model(model())
+    assert access.allows(open_key, model())
     only_openai = KeyRecord(id="k", created_at=EPOCH, allowed_models=("openai/*",))
-    assert only_openai.allows_model(model())
-    assert not only_openai.allows_model(model("anthropic/claude-sonnet-4", api_id="claude-sonnet-4"))
+    assert access.allows(only_openai, model())
+    assert not access.allows(only_openai, model("anthropic/claude-sonnet-4", api_id="claude-sonnet-4"))
     by_api_id = KeyRecord(id="k", created_at=EPOCH, allowed_models=("GPT-4o*",))
-    assert by_api_id.allows_model(model())
+    assert access.allows(by_api_id, model())
     local = KeyRecord(id="k", created_at=EPOCH, self_hosted_only=True)
-    assert local.allows_model(model("ollama/qwen3:1.7b", self_hosted=True, api_id="qwen3:1.7b"))
+    assert access.allows(local, model("ollama/qwen3:1.7b", self_hosted=True, api_id="qwen3:1.7b"))
     with pytest.raises(PermissionDenied) as info:
-        local.check_model(model())
+        access.check(local, model())
     assert info.value.status == 403 and info.value.code == "model_not_allowed" and "self-hosted" in info.value.message
     with pytest.raises(PermissionDenied) as info:
-        only_openai.check_model(model("anthropic/claude-sonnet-4", api_id="claude-sonnet-4"))
+        access.check(only_openai, model("anthropic/claude-sonnet-4", api_id="claude-sonnet-4"))
     assert "openai/*" in info.value.message
 
 

@@ -173,7 +173,8 @@ def test_unavailable_model_is_replaced_in_the_same_tier(policy: Policy, everythi
 
 
 def test_key_allowed_patterns(policy: Policy, everything: frozenset[str]) -> None:
-    options = RouteOptions(allowed_model_patterns=("openai/*",))
+    openai_ids = frozenset(m for m in policy.models if m.startswith("openai/"))  # what proxy/keys/access.py decides
+    options = RouteOptions(allowed_model_patterns=("openai/*",), allowed_models=openai_ids)
     plan = select(cls("complex_coding", 5), policy, options, everything)
     assert all(m.startswith("openai/") for m in plan.models)
     assert "is not allowed for this key" in plan.reason
@@ -229,7 +230,12 @@ def test_nothing_capable_names_the_unmet_constraints(policy: Policy, everything:
     assert "context window of 20,000,400 tokens" in err.value.message
     assert err.value.status == 422 and err.value.body()["error"]["code"] == "no_capable_model"
     with pytest.raises(NoCapableModel) as err:
-        select(cls("qa_retrieval", 1, vision=True), policy, RouteOptions(allowed_model_patterns=("openai/gpt-4.1-nano",)), everything)
+        select(
+            cls("qa_retrieval", 1, vision=True),
+            policy,
+            RouteOptions(allowed_model_patterns=("openai/gpt-4.1-nano",), allowed_models=frozenset({"openai/gpt-4.1-nano"})),
+            everything,
+        )
     assert "image input" in err.value.message
     with pytest.raises(NoCapableModel, match="usable deployment"):
         select(cls("qa_retrieval", 1), policy, RouteOptions(), frozenset())

@@ -1,8 +1,11 @@
-"""proxy/routing/tokens.py: exact counts for short text, bounded error for long text, framing rules."""
+"""proxy/routing/tokens.py: exact counts (long text off the event loop, cached), framing rules, adversarial text."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
+import time
 
 import pytest
 
@@ -32,43 +35,93 @@ def _code() -> str:
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["", "hello", "What is the capital of France?", "def f(x):\n    return x * 2\n", "日本語のテキストです。", "a" * tokens.EXACT_LIMIT],
+    "text", ["", "hello", "What is the capital of France?", "def f(x):\n    return x * 2\n", "日本語のテキストです。", "a" * 5000]
 )
-def test_short_text_is_counted_exactly(text: str) -> None:
+def test_text_is_counted_exactly(text: str) -> None:
     assert tokens.count_text_tokens(text) == exact(text)
 
 
-# (corpus, worst-case relative error allowed, slices as (offset, length))
-SLICES = [(0, 2_000), (37_000, 5_000), (91_000, 20_000), (11_000, 100_000), (0, 400_000), (150_000, 60_000)]
-CORPORA = [
-    ("prose", _prose, 0.08),
-    ("code", _code, 0.10),
-    ("chinese", lambda: make_document("report_zh", 260_000, 1), 0.05),
-    ("japanese", lambda: make_document("report_ja", 260_000, 2), 0.05),
-    ("contract", lambda: make_document("contract_en", 80_000, 3), 0.06),
+def _windows(n: int) -> list[tuple[int, int]]:
+    """Where the old sampler looked in an n-character text (6-64 windows of 240 characters)."""
+    samples = min(64, max(6, n // 2700))
+    return [((n - 240) * i // (samples - 1), 240) for i in range(samples)]
+
+
+def _crafted(n: int, dense: str) -> str:
+    """Easy English prose wherever the old sampler's windows fall, `dense` text everywhere else."""
+    easy = ("the quick brown fox jumps over the lazy dog and then walks home again. " * 8)[:240]
+    out = list((dense * (n // len(dense) + 1))[:n])
+    for start, width in _windows(n):
+        out[start : start + width] = easy[:width]
+    return "".join(out)
+
+
+_RANDOM_UNICODE = "".join(chr(0x4E00 + (i * 7919) % 20000) + chr(0x1F300 + (i * 31) % 700) + chr(0x0400 + i % 200) for i in range(3000))
+ADVERSARIAL = [
+    ("cjk", "這是一個專門設計來欺騙取樣器的測試文本，每個字都很昂貴。"),
+    ("digits", "".join(str((i * 7919) % 10007) for i in range(5000))),
+    ("random_unicode", _RANDOM_UNICODE),
+    ("punctuation", "}{][)(;:!?@#$%^&*~`|\\/<>,.'\"=+-_" * 50),
 ]
 
 
-@pytest.mark.parametrize(("name", "corpus", "bound"), CORPORA, ids=[c[0] for c in CORPORA])
-def test_long_text_estimate_error_is_bounded(name: str, corpus, bound: float) -> None:  # type: ignore[no-untyped-def]
-    text = corpus()
-    errors = []
-    for offset, length in SLICES:
-        piece = text[offset : offset + length]
-        if len(piece) < length:
-            continue
-        truth = exact(piece)
-        errors.append((tokens.count_text_tokens(piece) - truth) / truth)
-    assert errors, "corpus too short for every slice"
-    assert max(abs(e) for e in errors) <= bound, errors
-    assert abs(sum(errors) / len(errors)) <= 0.03, errors  # no systematic bias
+@pytest.mark.parametrize(("name", "dense"), ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])
+def test_estimate_never_falls_below_the_exact_count_on_text_crafted_against_a_sampler(name: str, dense: str) -> None:
+    # Regression (issue 10): the old estimate sampled fixed windows; this text puts easy prose
+    # in them and dense text elsewhere (400k characters: 49k estimated against 285k exact for
+    # CJK). Fails on the old code; the bound is 20 % below tiktoken's exact count.
+    text = _crafted(400_000, dense)
+    body = {"messages": [{"role": "user", "content": text}]}
+    truth = exact(text)
+    assert tokens.estimate_input_tokens(body) >= 0.8 * truth
+    assert asyncio.run(tokens.TokenCounter().estimate(body)) >= 0.8 * truth
 
 
-def test_long_text_estimate_is_deterministic_and_scales() -> None:
-    text = make_document("contract_en", 30_000, 9)
-    assert tokens.count_text_tokens(text) == tokens.count_text_tokens(text)
-    assert tokens.count_text_tokens(text + text) == pytest.approx(2 * tokens.count_text_tokens(text), rel=0.05)
+def test_real_corpora_are_counted_within_framing_of_the_exact_count() -> None:
+    text = _prose()[:200_000] + _code()[:200_000] + make_document("report_zh", 100_000, 1)
+    body = {"messages": [{"role": "user", "content": text}]}
+    assert asyncio.run(tokens.TokenCounter().estimate(body)) == exact(text) + tokens.REPLY_PRIMER + tokens.TOKENS_PER_MESSAGE
+
+
+def test_long_text_is_counted_off_the_event_loop_and_remembered() -> None:
+    counter = tokens.TokenCounter()
+    long_text = make_document("contract_en", 200_000, 9)
+    body = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": long_text}]}
+    threads: list[str] = []
+    original = tokens._count_all
+
+    def spy(texts: list[str]) -> list[int]:
+        threads.append(threading.current_thread().name)
+        return original(texts)
+
+    async def run() -> tuple[int, int, float]:
+        first = await counter.estimate(body)
+        t0 = time.thread_time()
+        again = await counter.estimate(
+            {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": long_text[:] + ""}]}
+        )
+        return first, again, time.thread_time() - t0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tokens, "_count_all", spy)
+        first, again, loop_cpu = asyncio.run(run())
+    assert first == again == tokens.estimate_input_tokens(body)
+    assert threads and all(name != threading.main_thread().name for name in threads)  # counted in a worker
+    assert len(threads) == 1  # the second request hit the cache
+    assert loop_cpu < 0.002  # a ~50k-token prompt seen before: well under 2 ms on the loop
+
+
+def test_short_text_stays_on_the_loop() -> None:
+    called: list[int] = []
+    counter = tokens.TokenCounter()
+
+    async def run() -> int:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tokens, "_count_all", lambda texts: called.append(1) or [0 for _ in texts])
+            return await counter.estimate({"messages": [{"role": "user", "content": "hello " * 500}]})
+
+    assert asyncio.run(run()) == exact("hello " * 500) + tokens.REPLY_PRIMER + tokens.TOKENS_PER_MESSAGE
+    assert not called
 
 
 def test_message_framing_follows_openai() -> None:
@@ -77,7 +130,7 @@ def test_message_framing_follows_openai() -> None:
     named = {"messages": [{"role": "user", "name": "ann", "content": "hello"}]}
     assert tokens.estimate_input_tokens(named) == tokens.estimate_input_tokens(one) + tokens.TOKENS_PER_NAME
     two = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]}
-    assert tokens.estimate_input_tokens(two) == tokens.REPLY_PRIMER + 2 * tokens.TOKENS_PER_MESSAGE + exact("be brief\nhello")
+    assert tokens.estimate_input_tokens(two) == tokens.REPLY_PRIMER + 2 * tokens.TOKENS_PER_MESSAGE + exact("be brief") + exact("hello")
 
 
 @pytest.mark.parametrize(
@@ -111,9 +164,9 @@ def test_tool_definitions_add_tokens_close_to_their_text() -> None:
     import orjson
 
     fn = one["tools"][0]["function"]
-    text_tokens = exact(f"{fn['name']} {fn['description']} " + orjson.dumps(fn["parameters"]).decode())
+    text_tokens = exact(f"{fn['name']}\n{fn['description']}\n" + orjson.dumps(fn["parameters"]).decode())
     added = t1 - t0 - tokens.TOOLS_OVERHEAD - tokens.TOOL_FUNCTION_OVERHEAD - 2 * tokens.TOOL_PROPERTY_OVERHEAD
-    assert added == pytest.approx(text_tokens, rel=0.2)
+    assert added == text_tokens  # counted exactly: a crafted description cannot hide tokens
 
 
 def test_tool_calls_and_odd_content_are_counted_without_errors() -> None:

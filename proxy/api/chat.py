@@ -1,18 +1,27 @@
-"""OpenAI chat-completions request validation.
+"""OpenAI chat-completions inbound adapter: wire body -> the canonical request.
 
-The proxy forwards the client's JSON as it came (unknown fields pass through to OpenAI-
-compatible upstreams), so these models only *check* it: a malformed body gets a 400 that
-names the field. Validation runs on the parsed dict; the dict, not the model, travels on.
+`parse_chat_request` checks the JSON (a malformed body gets a 400 that names the field; JSON
+nested deeper than MAX_JSON_DEPTH is refused before anything else reads it), and
+`to_canonical` builds the one `CanonicalRequest` (proxy/request/canonical.py) everything
+downstream reads. Unknown fields pass through to OpenAI-compatible upstreams.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proxy.errors import InvalidRequest
+from proxy.request.canonical import CanonicalRequest
+
+#: Deepest JSON nesting accepted (objects and arrays). A chat body needs ~6 levels, tool
+#: schemas a few dozen; deeper input is refused with a 400 at parse (it could not be forwarded:
+#: serializers stop at 255 levels).
+MAX_JSON_DEPTH = 64
 
 
 class _Open(BaseModel):
@@ -103,11 +112,64 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"Request body is not valid JSON ({exc}).", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"Request body is nested deeper than {MAX_JSON_DEPTH} levels.", code="invalid_json")
     try:
         ChatRequest.model_validate(body)
     except ValidationError as exc:
         raise _field_error(exc) from None
+    cap, other = body.get("max_completion_tokens"), body.get("max_tokens")
+    if cap is not None and other is not None and cap != other:
+        raise InvalidRequest(
+            f"max_tokens ({other}) and max_completion_tokens ({cap}) disagree; send one of them "
+            "(max_completion_tokens is the current name).",
+            param="max_completion_tokens",
+            code="conflicting_parameters",
+        )
     return body
+
+
+_OWN = frozenset(
+    {"model", "messages", "max_tokens", "max_completion_tokens", "n", "stream", "tools", "tool_choice", "response_format", "route"}
+)
+
+
+def to_canonical(body: dict[str, Any], headers: Mapping[str, str]) -> CanonicalRequest:
+    """The canonical request of a checked chat-completions body (parse_chat_request)."""
+    cap_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    tools = body.get("tools")
+    user = body.get("user")
+    stream = bool(body.get("stream"))
+    options = body.get("stream_options")
+    route = body.get("route")
+    return CanonicalRequest(
+        model=body["model"],
+        messages=tuple(body["messages"]),
+        output_cap=body.get(cap_param),
+        cap_param=cap_param,
+        n=body.get("n") or 1,
+        stream=stream,
+        include_usage=stream and isinstance(options, dict) and bool(options.get("include_usage")),
+        tools=tuple(tools) if tools is not None else None,
+        tool_choice=body.get("tool_choice"),
+        response_format=body.get("response_format"),
+        route=route if route is not None else None,
+        task_id=headers.get("x-task-id") or None,
+        agent=(user if isinstance(user, str) and user else None) or headers.get("x-agent-id") or None,
+        extra=MappingProxyType({k: v for k, v in body.items() if k not in _OWN}),
+    )
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (walks containers only, not strings)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _field_error(exc: ValidationError) -> InvalidRequest:

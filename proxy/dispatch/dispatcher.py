@@ -1,6 +1,7 @@
 """RoutePlan -> a completion or an open stream: walk the plan's models and their deployments.
 
-For each model of the plan (then `dispatch.last_resort`), its usable deployments in the
+For each model of the plan (the planning step appends `dispatch.last_resort` when the key may
+use it: proxy/routing/planning.py), its usable deployments in the
 order of the model's strategy (proxy/dispatch/deployments.py); for each deployment up to
 1 + `retries` attempts with backoff (proxy/dispatch/retry.py). Before each attempt the deployment's
 breaker (proxy/dispatch/health.py) and capacity gate (proxy/dispatch/gate.py) are asked: an open breaker or
@@ -73,8 +74,6 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._clock = clock
         self._estimate_tokens = any(d.tpm for d in policy.deployments)
-        last = policy.dispatch.last_resort
-        self._last_resort = policy.resolve_model(last) if last else None
 
     async def complete(
         self,
@@ -110,10 +109,7 @@ class Dispatcher:
 
     # ── the walk ────────────────────────────────────────────────────────────
     def _plan(self, models: list[ModelSpec]) -> list[ModelSpec]:
-        plan = list(dict.fromkeys(models))  # keep order, drop repeats
-        if self._last_resort is not None and self._last_resort not in plan:
-            plan.append(self._last_resort)
-        return plan
+        return list(dict.fromkeys(models))  # keep order, drop repeats
 
     async def _walk(
         self,

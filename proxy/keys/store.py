@@ -18,7 +18,7 @@ Auth rules (`KeyStore.authenticate`):
   still apply, usage is still counted).
 - Otherwise every `/v1` call needs a key: missing or unknown -> 401 (`AuthenticationFailed`);
   disabled or expired -> 403 (`PermissionDenied`); a model the key may not use -> 403
-  (`KeyRecord.check_model`). The master key is accepted on `/v1` too, as the `master` principal
+  (`proxy/keys/access.py`). The master key is accepted on `/v1` too, as the `master` principal
   with no per-key limits (operators can test the proxy with it; it is the admin secret anyway).
 - `/admin` needs the master key; without one configured the admin API is disabled (403).
 
@@ -34,7 +34,6 @@ from the cache (fail-static); any other key gets 503 (`StoreUnavailable`): auth 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import hashlib
 import hmac
 import secrets
@@ -49,7 +48,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
-from proxy.policy.registry import ModelSpec
 from proxy.vocab import Preference
 
 KEY_PREFIX = "sk-ar-"
@@ -110,29 +108,6 @@ class KeyRecord(KeyFields):
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
-
-    def allows_model(self, model: ModelSpec) -> bool:
-        """May this key use `model`? (`self_hosted_only` and `allowed_models`.) For selection."""
-        if self.self_hosted_only and not model.self_hosted:
-            return False
-        if not self.allowed_models:
-            return True
-        names = (model.id.lower(), model.api_model_id.lower())
-        return any(fnmatch.fnmatchcase(n, p.lower()) for p in self.allowed_models for n in names)
-
-    def check_model(self, model: ModelSpec) -> None:
-        """Raise 403 when the client named a model this key may not use."""
-        if not self.allows_model(model):
-            why = (
-                "self-hosted models only"
-                if self.self_hosted_only and not model.self_hosted
-                else ("models matching " + ", ".join(self.allowed_models))
-            )
-            raise PermissionDenied(
-                f'This API key may not use model {model.id!r} (it is limited to {why}). Use one of its allowed models, or model="auto".',
-                param="model",
-                code="model_not_allowed",
-            )
 
     def public(self) -> dict[str, Any]:
         """The record as the admin API shows it (never the hash)."""

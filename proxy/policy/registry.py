@@ -13,6 +13,9 @@ WireFormat = Literal["openai", "anthropic", "gemini"]
 
 # How each provider is spoken to. Together, Ollama (its /v1 API) and any gateway speak
 # OpenAI's format and take the direct path; Anthropic and Gemini are translated by litellm.
+# What litellm's translation to Anthropic / Gemini silently loses (several choices, logprobs).
+TRANSLATION_DROPS = frozenset({"n", "logprobs", "top_logprobs"})
+
 WIRE_FORMAT: dict[str, WireFormat] = {
     "openai": "openai",
     "together": "openai",
@@ -47,10 +50,18 @@ class ModelSpec(Strict):
     self_hosted: bool = Field(description="open weights: may run on infrastructure you control")
     local: bool = Field(False, description="runs on this site's own hardware (e.g. Ollama): free, private")
     reasoning_model: bool = Field(False, description="takes max_completion_tokens, no temperature")
+    hidden_reasoning_factor: float = Field(
+        1.0, ge=1.0, le=64.0, description="billed output per visible output token when the request sets no cap (hidden reasoning)"
+    )
     strengths: tuple[str, ...] = ()
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok) / 1_000_000
+
+    @property
+    def unsupported_params(self) -> frozenset[str]:
+        """Request parameters this model's wire format cannot carry (translated providers)."""
+        return TRANSLATION_DROPS if WIRE_FORMAT[self.provider] != "openai" else frozenset()
 
 
 class Timeouts(Strict):

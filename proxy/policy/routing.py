@@ -109,6 +109,12 @@ class RoutingPolicy(Strict):
     max_cost_per_request_usd: float | None = Field(None, gt=0)
     max_latency_s: float | None = Field(None, gt=0)
     max_tokens_per_request: int | None = Field(None, gt=0)
+    default_max_output_tokens: int = Field(
+        1024, gt=0, description="output tokens estimated (and reserved) per choice when a request sets no max_tokens"
+    )
+    unsupported_params: Literal["reject", "drop"] = Field(
+        "reject", description="a named model that cannot honour n/logprobs: 400 (reject) or drop them and say so in a header"
+    )
     local_capable: dict[Category, int] = Field({}, description="category -> highest complexity the local model handles (prefer_local)")
     latency_overhead_s: float = Field(0.5, ge=0, description="fixed part of the latency estimate")
     max_fallbacks: int = Field(3, ge=0, le=8)

@@ -162,6 +162,7 @@ class TranslatedStream:
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         finished = False
+        first = True  # OpenAI's first chunk carries role: assistant; so does ours
         model = self._call.body["model"]
         try:
             async for data in iter_data(self._resp.aiter_raw()):
@@ -188,6 +189,12 @@ class TranslatedStream:
                 if self._done_event is None and raw_finish:
                     finished = True
                 if chunk is not None:
+                    if first:
+                        first = False
+                        for choice in chunk.get("choices") or ():
+                            delta = choice.get("delta")
+                            if isinstance(delta, dict) and not delta.get("role"):
+                                delta["role"] = "assistant"
                     yield chunk
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._call) from None

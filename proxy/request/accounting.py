@@ -3,7 +3,6 @@ released), metrics, and the decision record."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from proxy.observe.decisions import DecisionRecord
@@ -44,16 +43,9 @@ def output_chars(body: dict[str, Any], part: str) -> int:
     return n
 
 
-def finish(ex: Exchange, status: int | None = None) -> None:
-    if status is not None:
-        ex.status = status
-    ex.finished = time.perf_counter()
-
-
 async def record(state: AppState, ex: Exchange) -> None:
     """Called once per request however it ended; never raises into the response path."""
-    if ex.finished is None:
-        finish(ex)
+    ex.close()
     used = ex.outcome.model
     metrics = state.metrics
     if ex.admission is not None:

@@ -45,7 +45,7 @@ class Admission:
                 dep,
                 model=model.id,
                 input_tokens=self.plan.input_tokens,
-                output_tokens=self.plan.output_tokens,
+                output_tokens=self.plan.output_tokens_for(model),
                 cost_usd=self.plan.estimated_cost_usd(model),
                 task_id=self.task_id,
                 agent=self.agent,

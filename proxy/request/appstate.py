@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -29,6 +29,7 @@ from proxy.request import accounting
 from proxy.request.exchange import Exchange
 from proxy.routing import tokens
 from proxy.routing.llm_classifier import LLMClassifier
+from proxy.routing.tokens import TokenCounter
 from proxy.settings import Settings
 
 log = logging.getLogger("autoroute")
@@ -48,6 +49,7 @@ class AppState:
     metrics: Metrics
     decisions: Decisions
     llm_classifier: LLMClassifier | None
+    tokens: TokenCounter = field(default_factory=TokenCounter)
 
     @property
     def health(self) -> DeploymentHealth:

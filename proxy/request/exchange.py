@@ -1,4 +1,14 @@
-"""Everything one request learns on its way through the pipeline: the decision record."""
+"""Everything one request learns on its way through the pipeline, and its state machine.
+
+    started --admitted--> admitted --completed--> done (2xx)
+       |                     |------upstream_failed--> done (502: the upstream broke mid-stream)
+       |---failed / cancelled (from any state before done) --> done (4xx/5xx, 499)
+
+The transitions are the ONLY writers of how the request ended (`status`, `error`,
+`error_type`, `error_code`, `finished`); the first terminal transition wins, so a request is
+never counted twice or with a status that contradicts its outcome. `accounting.record` is the
+one finalizer, for plain and streamed requests alike.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.dispatch.dispatcher import Outcome
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, UpstreamFailed
 from proxy.policy.registry import ModelSpec
-from proxy.providers.base import Usage
+from proxy.providers.base import UpstreamError, Usage
 
 if TYPE_CHECKING:
     from proxy.keys.store import KeyRecord
     from proxy.request.admission import Admission
+    from proxy.request.canonical import CanonicalRequest
     from proxy.routing.planning import Plan
 
 
@@ -27,6 +38,8 @@ class Exchange:
     decision_id: str = field(default_factory=new_decision_id)
     started: float = field(default_factory=time.perf_counter)
     endpoint: str = "chat"  # chat | route
+    request: CanonicalRequest | None = None
+    state: str = "started"  # started | admitted | done
     requested_model: str = ""
     stream: bool = False
     key: KeyRecord | None = None
@@ -70,17 +83,43 @@ class Exchange:
         """Time spent waiting on upstreams and between retries: not the proxy's own cost."""
         return self.outcome.upstream_seconds + self.outcome.backoff_seconds
 
-    def fail(self, exc: ProxyError) -> None:
-        self.error = exc
-        self.status = exc.status
-        self.error_type = exc.type
-        self.error_code = exc.code
+    # ── transitions: the only writers of the outcome ───────────────────────
+    def admitted(self) -> None:
+        """An upstream accepted the request under an admission (its answer or stream is open)."""
+        if self.state == "started":
+            self.state = "admitted"
+
+    def completed(self, status: int = 200) -> None:
+        self._end(status, None, None, None)
+
+    def upstream_failed(self, exc: UpstreamError) -> None:
+        """The upstream failed after the response started (a stream cut or error event)."""
+        error = UpstreamFailed(f"The upstream failed mid-stream: {exc.message}", code=exc.kind)
+        self._end(502, error, "upstream_error", exc.kind)
+
+    def failed(self, exc: BaseException) -> None:
+        """An error ended the request: its own status for a ProxyError, else a 500 (a bug)."""
+        if isinstance(exc, ProxyError):
+            self._end(exc.status, exc, exc.type, exc.code)
+        else:
+            self._end(500, exc, "api_error", "internal_error")
 
     def cancelled(self, exc: BaseException) -> None:
         """The client went away (or the server is stopping) before the response was done."""
-        self.error = exc
-        self.status = 499
-        self.error_type, self.error_code = "client_closed", "client_disconnected"
+        self._end(499, exc, "client_closed", "client_disconnected")
+
+    def close(self) -> None:
+        """Stamp the end of a request no transition ended (the finalizer's guard)."""
+        if self.finished is None:
+            self.finished = time.perf_counter()
+            self.state = "done"
+
+    def _end(self, status: int, error: BaseException | None, error_type: str | None, code: str | None) -> None:
+        if self.state == "done":
+            return  # the first ending wins
+        self.state = "done"
+        self.status, self.error, self.error_type, self.error_code = status, error, error_type, code
+        self.finished = time.perf_counter()
 
     def response_headers(self) -> dict[str, str]:
         headers = {"x-autoroute-decision-id": self.decision_id}
@@ -95,6 +134,9 @@ class Exchange:
             headers["x-autoroute-complexity"] = str(d.get("complexity", ""))
             headers["x-autoroute-reason"] = header_safe(str(d.get("reason", "")))
             headers["x-autoroute-estimated-cost-usd"] = f"{float(d.get('estimated_cost_usd', 0.0)):.8f}"
+        request = self.plan.request if self.plan is not None else None
+        if request is not None and request.dropped:
+            headers["x-autoroute-dropped-params"] = ",".join(request.dropped)
         if self.admission is not None:
             headers.update(self.admission.headers)
         return headers

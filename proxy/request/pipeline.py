@@ -20,12 +20,13 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from proxy.api.chat import parse_chat_request
+from proxy.api.chat import parse_chat_request, to_canonical
 from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from proxy.keys.store import bearer_token
 from proxy.limits.format import KeyBudgetExceeded
 from proxy.request import accounting
 from proxy.request.admission import Admission
+from proxy.request.canonical import CanonicalRequest
 from proxy.request.exchange import Exchange
 from proxy.request.relay import RelayResponse, stream_events
 from proxy.routing.planning import Plan, plan_request
@@ -40,55 +41,53 @@ async def handle_chat(state: AppState, request: Request) -> Response:
     state.metrics.request_started()
     handed_off = False
     try:
-        body = await _begin(state, ex, request)
-        ex.stream = bool(body.get("stream"))
-        ex.plan = await _plan(state, ex, body, request.headers)
-        body.pop("route", None)  # ours, not the upstream's
+        req = await _begin(state, ex, request)
+        ex.plan = plan = await _plan(state, ex, request.headers)
+        body = (plan.request or req).render()  # what every upstream gets (per-model fixes in dispatch)
         for second_chance in (False, True):
-            ex.admission = Admission(state.limiter, ex.key, ex.plan, ex.task_id, ex.agent)  # type: ignore[arg-type]
+            ex.admission = Admission(state.limiter, ex.key, plan, ex.task_id, ex.agent)  # type: ignore[arg-type]
+            est = plan.input_tokens + plan.output_tokens_for(plan.models[0])
             try:
-                if ex.stream:
-                    opened = await state.dispatcher.open_stream(ex.plan.models, body, ex.outcome, gate=ex.admission)
+                if req.stream:
+                    opened = await state.dispatcher.open_stream(plan.models, body, ex.outcome, gate=ex.admission, est_tokens=est)
                 else:
-                    completion = await state.dispatcher.complete(ex.plan.models, body, ex.outcome, gate=ex.admission)
+                    completion = await state.dispatcher.complete(plan.models, body, ex.outcome, gate=ex.admission, est_tokens=est)
                 break
             except KeyBudgetExceeded as exc:
                 # Budget homeostasis, second chance: spend moved between selection and admission.
-                if second_chance or not ex.plan.routed or ex.outcome.attempts or exc.remaining_usd is None:
+                if second_chance or not plan.routed or ex.outcome.attempts or exc.remaining_usd is None:
                     raise
-                ex.plan = await plan_request(
+                ex.plan = plan = await plan_request(
                     state,
                     ex.decision_id,
-                    body,
+                    req,
                     request.headers,
-                    ex.key,  # type: ignore[arg-type]
+                    ex.key,
                     budget_remaining_usd=exc.remaining_usd,
+                    input_tokens=plan.input_tokens,
                 )
-        if ex.stream:
+        ex.admitted()
+        headers = ex.response_headers()
+        if req.stream:
             handed_off = True
-            events = stream_events(state, ex, body, opened)
+            events = stream_events(state, ex, opened)
             first = await anext(events)  # started: its cleanup now runs however the response ends
-            return RelayResponse(
-                events, first, media_type="text/event-stream", headers={**ex.response_headers(), "cache-control": "no-cache"}
-            )
+            return RelayResponse(events, first, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         result = completion.body
         result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
         accounting.settle_usage(ex, completion.usage, accounting.output_chars(result, "message"))
-        accounting.finish(ex, 200)
+        ex.completed(200)
         handed_off = True
-        return AccountedResponse(state, ex, orjson.dumps(result), media_type="application/json", headers=ex.response_headers())
+        return AccountedResponse(state, ex, orjson.dumps(result), media_type="application/json", headers=headers)
     except ProxyError as exc:
-        ex.fail(exc)
-        accounting.finish(ex)
+        ex.failed(exc)
         exc.headers.update(ex.response_headers())
         raise
     except asyncio.CancelledError as exc:  # the client left (proxy/request/disconnect.py) or the server stops
         ex.cancelled(exc)
-        accounting.finish(ex)
         raise
     except Exception as exc:  # a bug: the app answers 500 (app.unexpected_error); record it as one
-        ex.error, ex.status, ex.error_type, ex.error_code = exc, 500, "api_error", "internal_error"
-        accounting.finish(ex)
+        ex.failed(exc)
         raise
     finally:
         if not handed_off:
@@ -116,16 +115,15 @@ async def handle_route(state: AppState, request: Request) -> Response:
     """POST /v1/route: the same body as chat completions; the decision, no model called."""
     ex = Exchange(endpoint="route")
     try:
-        body = await _begin(state, ex, request)
-        ex.plan = await _plan(state, ex, body, request.headers)
-        accounting.finish(ex, 200)
+        await _begin(state, ex, request)
+        ex.plan = await _plan(state, ex, request.headers)
+        ex.completed(200)
         decision = dict(ex.plan.decision)
         if ex.plan.routed:
             decision["fallback_reasons"] = [{"model": s.model, "reason": s.reason} for s in ex.plan.route.steps[1:]]  # type: ignore[union-attr]
         return Response(orjson.dumps(decision), media_type="application/json", headers=ex.response_headers())
     except ProxyError as exc:
-        ex.fail(exc)
-        accounting.finish(ex)
+        ex.failed(exc)
         exc.headers["x-autoroute-decision-id"] = ex.decision_id
         raise
     finally:
@@ -133,26 +131,26 @@ async def handle_route(state: AppState, request: Request) -> Response:
             await state.record(ex)
 
 
-async def _begin(state: AppState, ex: Exchange, request: Request) -> dict[str, Any]:
-    """Caller (before the body is read: an unknown caller costs nothing), body, task/agent labels."""
+async def _begin(state: AppState, ex: Exchange, request: Request) -> CanonicalRequest:
+    """Caller (before the body is read: an unknown caller costs nothing), then the body, read
+    once into the canonical request."""
     ex.key = await state.keys.authenticate(bearer_token(request.headers))
     body = await read_json_body(request, state.settings.max_body_bytes)
-    ex.requested_model = body["model"]
-    headers = request.headers
-    ex.task_id = headers.get("x-task-id") or None
-    user = body.get("user")
-    ex.agent = (user if isinstance(user, str) and user else None) or headers.get("x-agent-id") or None
+    ex.request = req = to_canonical(body, request.headers)
+    ex.requested_model = req.model
+    ex.stream = req.stream
+    ex.task_id, ex.agent = req.task_id, req.agent
     if state.policy.observability.log_prompts:
-        ex.prompt = read_conversation(body.get("messages") or []).ask
-    return body
+        ex.prompt = read_conversation(list(req.messages)).ask
+    return req
 
 
-async def _plan(state: AppState, ex: Exchange, body: dict[str, Any], headers: Mapping[str, str]) -> Plan:
+async def _plan(state: AppState, ex: Exchange, headers: Mapping[str, str]) -> Plan:
     """Plan without reading the budget first: admission refuses atomically when the estimate
     does not fit, with what remains, and handle_chat then re-plans once within it (budget
     homeostasis at the cost of one extra store call only for requests that need it)."""
-    assert ex.key is not None
-    return await plan_request(state, ex.decision_id, body, headers, ex.key)
+    assert ex.key is not None and ex.request is not None
+    return await plan_request(state, ex.decision_id, ex.request, headers, ex.key)
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ request accounted exactly once, shielded from cancellation.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
     from proxy.request.appstate import AppState
 
 
-async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], opened: OpenStream) -> AsyncGenerator[bytes, None]:
-    model_id = ex.outcome.model.id if ex.outcome.model else body["model"]
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> AsyncGenerator[bytes, None]:
+    assert ex.request is not None
+    model_id = ex.outcome.model.id if ex.outcome.model else ex.request.model
+    include_usage = ex.request.include_usage
     text_chars = 0
     last: dict[str, Any] = opened.first
     try:
@@ -54,12 +56,11 @@ async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], ope
                 }
             )
         yield sse.DONE
-        accounting.finish(ex, 200)
+        ex.completed(200)
     except UpstreamError as exc:
         ex.outcome.attempts[-1].error = exc
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
-        accounting.finish(ex, 502)
-        ex.error_type, ex.error_code = "upstream_error", exc.kind
+        ex.upstream_failed(exc)
         yield sse.encode(
             {
                 "error": {
@@ -75,8 +76,7 @@ async def stream_events(state: AppState, ex: Exchange, body: dict[str, Any], ope
             await opened.stream.aclose()
             if ex.finished is None:  # cancelled: the client disconnected
                 accounting.settle_usage(ex, opened.stream.usage, text_chars)
-                accounting.finish(ex, 499)
-                ex.error_type, ex.error_code = "client_closed", "client_disconnected"
+                ex.cancelled(asyncio.CancelledError())
             await state.record(ex)
 
 

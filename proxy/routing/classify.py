@@ -92,13 +92,15 @@ def output_tokens_for(category: str, complexity: int, body: Mapping[str, Any] | 
     return OUTPUT_TOKENS[category][max(1, min(5, complexity)) - 1], False
 
 
-def classify(body: Mapping[str, Any]) -> Classification:
-    """Classify a chat-completions request body (pure; same body, same answer)."""
+def classify(body: Mapping[str, Any], input_tokens: int | None = None) -> Classification:
+    """Classify a chat-completions request body (pure; same body, same answer). `input_tokens`:
+    the request's estimate when the caller has it (the pipeline estimates once, see planning)."""
     raw_messages = body.get("messages")
     conv = read_conversation(raw_messages if isinstance(raw_messages, list) else [])
     raw_tools = body.get("tools")
     tools = raw_tools if isinstance(raw_tools, list) else []
-    input_tokens = estimate_input_tokens(body)
+    if input_tokens is None:
+        input_tokens = estimate_input_tokens(body)
     tokens_per_char = input_tokens / conv.total_chars if conv.total_chars else 0.25
     doc_tokens = int(conv.largest_chars * min(tokens_per_char, 1.5))
     f = _features(body, conv, tools, doc_tokens)

@@ -39,7 +39,8 @@ class KeyRouteDefaults:
 
     preference: str | None = None
     self_hosted_only: bool = False
-    allowed_model_patterns: tuple[str, ...] = ()  # fnmatch patterns; empty = every model
+    allowed_model_patterns: tuple[str, ...] = ()  # the key's patterns, for messages
+    allowed_models: frozenset[str] | None = None  # ids the key may use (proxy/keys/access.py); None = all
     max_cost_usd: float | None = None
     budget_remaining_usd: float | None = None
 
@@ -51,6 +52,7 @@ class RouteOptions:
     local_only: bool = False
     max_cost_usd: float | None = None
     allowed_model_patterns: tuple[str, ...] = ()
+    allowed_models: frozenset[str] | None = None  # None = every model (proxy/keys/access.py decides)
     budget_remaining_usd: float | None = None
     requested_output_tokens: int | None = None
     preference_source: str = "policy"
@@ -116,6 +118,7 @@ def parse_route_options(
         local_only=local_only,
         max_cost_usd=max_cost,
         allowed_model_patterns=tuple(key.allowed_model_patterns),
+        allowed_models=key.allowed_models,
         budget_remaining_usd=key.budget_remaining_usd,
         requested_output_tokens=_requested_output(body),
         preference_source=source,
@@ -138,6 +141,7 @@ def _header_bool(value: str) -> bool:
 
 
 def _requested_output(body: Mapping[str, Any]) -> int | None:
+    """The one effective output cap (the canonical request's view carries it as max_tokens)."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is None:

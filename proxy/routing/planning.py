@@ -12,73 +12,114 @@ and the decision record (the `/v1/route` fields) that headers and logs are made 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.errors import ModelNotFound
+from proxy.errors import InvalidRequest, ModelNotFound
+from proxy.keys import access
 from proxy.keys.store import KeyRecord
+from proxy.policy import Policy
 from proxy.policy.registry import ModelSpec
 from proxy.routing.classify import Classification, classify
 from proxy.routing.options import KeyRouteDefaults, is_auto, parse_route_options
 from proxy.routing.selection import RoutePlan, decision_record, select
-from proxy.routing.tokens import estimate_input_tokens
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
-
-#: Output tokens assumed for a named-model request that does not cap them (for admission
-#: and cost estimates only; the real count settles the reservation).
-NAMED_DEFAULT_OUTPUT_TOKENS = 1024
+    from proxy.request.canonical import CanonicalRequest
 
 
 @dataclass
 class Plan:
     models: list[ModelSpec]
     input_tokens: int
-    output_tokens: int
+    output_tokens: int  # per choice: the request's cap, else the expected output
     decision: dict[str, Any]
     routed: bool = False
     preference: str | None = None
     classification: Classification | None = None
     route: RoutePlan | None = None
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    request: CanonicalRequest | None = None  # what is sent (unsupported parameters dropped, if the policy says so)
+    capped: bool = True  # output_tokens is the request's own cap
+    n: int = 1
+    default_output_tokens: int = 0  # the policy's per-choice reservation when uncapped
 
     @property
     def category(self) -> str | None:
         return self.classification.category if self.classification else None
 
+    def output_tokens_for(self, model: ModelSpec) -> int:
+        """Output tokens reserved on `model`: the cap (hidden reasoning included: providers count
+        it against the cap) or, without one, the expected output (a named model: at least the
+        policy's default_max_output_tokens) x the model's hidden-reasoning factor; times `n`."""
+        if self.capped:
+            per_choice = self.output_tokens
+        else:
+            per_choice = math.ceil(max(self.output_tokens, self.default_output_tokens) * model.hidden_reasoning_factor)
+        return per_choice * self.n
+
     def estimated_cost_usd(self, model: ModelSpec) -> float:
-        return model.cost_usd(self.input_tokens, self.output_tokens)
+        return model.cost_usd(self.input_tokens, self.output_tokens_for(model))
 
 
 async def plan_request(
     state: AppState,
     decision_id: str,
-    body: Mapping[str, Any],
+    req: CanonicalRequest,
     headers: Mapping[str, str],
-    key: KeyRecord,
+    key: KeyRecord | None,
     *,
     budget_remaining_usd: float | None = None,
+    input_tokens: int | None = None,
 ) -> Plan:
-    name = body["model"]
-    if is_auto(name):
-        return await _routed(state, decision_id, body, headers, key, budget_remaining_usd)
-    return _named(state, decision_id, body, key)
+    """`input_tokens`: the estimate, when the request was already estimated (a re-plan)."""
+    if input_tokens is None:
+        input_tokens = await state.tokens.estimate(req.view)
+    if is_auto(req.model):
+        plan = await _routed(state, decision_id, req, headers, key, budget_remaining_usd, input_tokens)
+    else:
+        plan = _named(state.policy, decision_id, req, key, input_tokens)
+    plan.n = plan.request.n if plan.request is not None else req.n
+    if not plan.routed:  # auto reserves the classifier's expected output, as selection priced it
+        plan.default_output_tokens = state.policy.routing.default_max_output_tokens
+    plan.models += last_resort(state.policy, key, plan.models, (plan.request or req).asks)
+    plan.decision["estimated_cost_usd"] = plan.estimated_cost_usd(plan.models[0])
+    return plan
 
 
-def _named(state: AppState, decision_id: str, body: Mapping[str, Any], key: KeyRecord) -> Plan:
-    name = body["model"]
-    model = state.policy.resolve_model(name)
+def last_resort(policy: Policy, key: KeyRecord | None, models: list[ModelSpec], asks: frozenset[str]) -> list[ModelSpec]:
+    """`dispatch.last_resort`, tried after the plan: only if this key may use it and it can honour the request."""
+    name = policy.dispatch.last_resort
+    model = policy.resolve_model(name) if name else None
+    if model is None or model in models or not access.allows(key, model) or asks & model.unsupported_params:
+        return []
+    return [model]
+
+
+def _named(policy: Policy, decision_id: str, req: CanonicalRequest, key: KeyRecord | None, input_tokens: int) -> Plan:
+    name = req.model
+    model = policy.resolve_model(name)
     if model is None:
         raise ModelNotFound(
             f"The model '{name}' does not exist. GET /v1/models lists the valid ones; use model=\"auto\" to let autoroute choose.",
             param="model",
         )
-    key.check_model(model)
-    input_tokens = estimate_input_tokens(body)
-    cap = body.get("max_completion_tokens") or body.get("max_tokens")
-    output_tokens = cap if isinstance(cap, int) and cap > 0 else NAMED_DEFAULT_OUTPUT_TOKENS
+    access.check(key, model)
+    unsupported = req.asks & model.unsupported_params
+    if unsupported:
+        if policy.routing.unsupported_params != "drop":
+            param = sorted(unsupported)[0]
+            raise InvalidRequest(
+                f"{model.id} cannot honour {', '.join(sorted(unsupported))} (its API has no such parameter); remove "
+                f'{"it" if len(unsupported) == 1 else "them"}, name another model, or use model="auto".',
+                param=param,
+                code="unsupported_parameter",
+            )
+        req = req.without(unsupported)
+    output_tokens = req.output_cap or policy.routing.default_max_output_tokens
     decision = {
         "decision_id": decision_id,
         "model": model.id,
@@ -87,36 +128,46 @@ def _named(state: AppState, decision_id: str, body: Mapping[str, Any], key: KeyR
         "fallbacks": [],
         "estimated_input_tokens": input_tokens,
         "estimated_output_tokens": output_tokens,
-        "estimated_cost_usd": model.cost_usd(input_tokens, output_tokens),
+        "estimated_cost_usd": 0.0,
         "reason": "model named by the caller",
-        "policy_hash": state.policy.hash,
+        "policy_hash": policy.hash,
     }
-    return Plan([model], input_tokens, output_tokens, decision)
+    return Plan([model], input_tokens, output_tokens, decision, request=req, capped=req.output_cap is not None)
 
 
 async def _routed(
     state: AppState,
     decision_id: str,
-    body: Mapping[str, Any],
+    req: CanonicalRequest,
     headers: Mapping[str, str],
-    key: KeyRecord,
+    key: KeyRecord | None,
     budget_remaining_usd: float | None,
+    input_tokens: int,
 ) -> Plan:
-    options = parse_route_options(body["model"], body, headers, key_defaults(key, budget_remaining_usd))
-    c = classify(body)
-    if state.llm_classifier is not None:
-        c = await state.llm_classifier.refine(body, c)
+    policy = state.policy
+    view = req.view
+    options = parse_route_options(
+        req.model, {**view, "route": req.route} if req.route is not None else view, headers, key_defaults(key, policy, budget_remaining_usd)
+    )
+    c = classify(view, input_tokens)
+    llm = state.llm_classifier
+    if llm is not None and llm.wants(c) and _may_classify(policy, key):
+        c = await llm.refine(view, c)
         _observe_llm(state, c)
-    route = select(c, state.policy, options, state.health.available_models())
-    decision = decision_record(decision_id, c, route, state.policy)
+    available = state.health.available_models()
+    asks = req.asks
+    if asks:  # only models that can honour n > 1 / logprobs
+        available = frozenset(m for m in available if m in policy.models and not asks & policy.models[m].unsupported_params)
+    route = select(c, policy, options, available)
+    decision = decision_record(decision_id, c, route, policy)
     overrides = overrides_of(route)
     state.metrics.observe_route(
         category=c.category, model=route.primary, preference=route.preference, confidence=c.confidence, overrides=overrides
     )
-    models = [state.policy.models[m] for m in route.models]
+    models = [policy.models[m] for m in route.models]
     return Plan(
         models,
-        c.estimated_input_tokens,
+        input_tokens,
         route.output_tokens,
         decision,
         routed=True,
@@ -124,14 +175,25 @@ async def _routed(
         classification=c,
         route=route,
         overrides=overrides,
+        request=req,
+        capped=req.output_cap is not None,
     )
 
 
-def key_defaults(key: KeyRecord, budget_remaining_usd: float | None) -> KeyRouteDefaults:
+def _may_classify(policy: Policy, key: KeyRecord | None) -> bool:
+    """The LLM classifier sends an excerpt of the prompt to its model: only if the key may use it."""
+    model = policy.resolve_model(policy.routing.llm_classifier.model)
+    return model is not None and access.allows(key, model)
+
+
+def key_defaults(key: KeyRecord | None, policy: Policy, budget_remaining_usd: float | None) -> KeyRouteDefaults:
+    if key is None:
+        return KeyRouteDefaults(budget_remaining_usd=budget_remaining_usd)
     return KeyRouteDefaults(
         preference=key.route_preference,
         self_hosted_only=key.self_hosted_only,
         allowed_model_patterns=tuple(key.allowed_models),
+        allowed_models=access.allowed_ids(key, policy.models.values()),
         budget_remaining_usd=budget_remaining_usd,
     )
 

@@ -15,7 +15,6 @@ Nothing capable raises `NoCapableModel` (422) naming the unmet constraints, or
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -69,6 +68,7 @@ class _Need(NamedTuple):
     vision: bool
     available: frozenset[str]
     patterns: tuple[str, ...]
+    allowed: frozenset[str] | None
     self_hosted_only: bool
     local_only: bool
     cost_cap: float | None
@@ -86,7 +86,7 @@ def _failures(m: ModelSpec, need: _Need) -> tuple[str, ...]:
     out: list[str] = []
     if m.id not in need.available:
         out.append("available")
-    if need.patterns and not any(fnmatch.fnmatchcase(m.id, p) for p in need.patterns):
+    if need.allowed is not None and m.id not in need.allowed:  # decided by proxy/keys/access.py
         out.append("allowed")
     if need.self_hosted_only and not m.self_hosted:
         out.append("self_hosted")
@@ -205,6 +205,7 @@ def _need(c: Classification, policy: Policy, options: RouteOptions, available: f
         vision=c.needs_vision,
         available=available,
         patterns=options.allowed_model_patterns,
+        allowed=options.allowed_models,
         self_hosted_only=options.self_hosted_only or options.local_only,
         local_only=options.local_only,
         cost_cap=min(caps) if caps else None,

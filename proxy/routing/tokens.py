@@ -1,30 +1,30 @@
-"""Offline token estimation for chat-completions requests (owns: how many tokens a request is).
+"""Token counts for chat-completions requests (owns: how many tokens a request is).
 
 Uses tiktoken's `o200k_base` (the encoding of GPT-4o/4.1 and the o-series), loaded from the
 copy litellm ships (`proxy.offline` points TIKTOKEN_CACHE_DIR at it), so nothing downloads.
 Other providers' tokenizers differ by a few per cent; for routing that is noise.
 
-Speed: tiktoken costs ~25-50 ns per character, so text up to `EXACT_LIMIT` characters is
-counted exactly and longer text is extrapolated from fixed, evenly spaced windows of `WINDOW`
-characters, one per `CHARS_PER_SAMPLE` characters (6 to 64 windows; deterministic: same
-text, same count). A 16k-character prompt costs ~40-70 us, a 400k-character document
-~0.5 ms. Measured error against exact counts (tests/test_tokens.py asserts these bounds),
-worst case over slices of 2k-400k characters: real English prose (Python's pydoc topics,
-mixed with tables and code) 7.5 %, real source code (stdlib modules) 10 % (mid-size slices;
-3 % beyond 100k), Chinese and Japanese 5 %; the mean error is within +-2.5 %. Chinese and
-Japanese cost ~3x more per character to tokenize, so their exact limit and windows are a third.
+Text is counted EXACTLY, never sampled: an estimate extrapolated from windows of the prompt
+can be fooled by text crafted against the windows (easy prose where it looks, dense CJK,
+digits or random unicode elsewhere), and the estimate is what budgets, TPM and the context
+check hold against. Exact counting costs ~25-100 ns per character, so `TokenCounter.estimate`
+keeps the event loop cheap: each message (and tool definition) is counted on its own and
+remembered by its text's hash (agents resend the same conversation every turn; only the new
+turns cost), up to `ON_LOOP_CHARS` new characters are counted on the loop, and the rest in one
+worker thread (tiktoken releases the GIL). A 100k-token prompt costs the loop ~0.3 ms (hashing
+and the hand-off); its first count costs ~10-30 ms of CPU in the thread.
 
 Message framing follows OpenAI's published accounting: 3 tokens per message, 1 more when it
-has a `name`, 3 to prime the reply. Images count a fixed 85 tokens at `detail: low` and 765
-otherwise (a 1024x1024 image at high detail). Tool definitions are estimated from the length
-of their names, descriptions and JSON parameter schemas (4.5 characters per token, measured
-4.1-4.9 on typical tools) plus fixed per-function and per-property overheads: tools repeat
-on every request of an agent, and tokenizing their JSON each time would cost ~20 us.
+has a `name`, 3 to prime the reply. Images count 85 tokens at `detail: low` and otherwise the
+most an image can cost (1445: 8 tiles of 512 px at 170 tokens, plus 85), an upper bound. Tool definitions and a response schema count
+their name, description and JSON schema exactly, plus fixed per-function and per-property
+overheads.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -34,23 +34,18 @@ import orjson
 import proxy  # noqa: F401  (offline guard: TIKTOKEN_CACHE_DIR before tiktoken loads)
 
 ENCODING = "o200k_base"
-EXACT_LIMIT = 1440  # characters counted exactly (as costly as the smallest sample)
-WINDOW = 240  # characters per sample window beyond the limit
-CHARS_PER_SAMPLE = 2700  # one window per this many characters ...
-MIN_SAMPLES, MAX_SAMPLES = 6, 64  # ... within these bounds (first and last window included)
-WIDE_FACTOR = 3  # Chinese/Japanese text: limits and windows divided by this
-_WIDE = re.compile("[\u3040-\u30ff\u3400-\u9fff]")
+ON_LOOP_CHARS = 16_000  # new (uncached) characters counted on the event loop per request
+CACHE_SIZE = 8192  # texts whose count is remembered (by hash and length)
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMER = 3
 IMAGE_TOKENS_LOW = 85
-IMAGE_TOKENS_HIGH = 765
+IMAGE_TOKENS_HIGH = 1445  # the most a high/auto-detail image costs (8 tiles x 170 + 85)
 AUDIO_OR_FILE_TOKENS = 500  # input_audio / file parts: a fixed guess, they are rare in routing
 TOOL_FUNCTION_OVERHEAD = 8
 TOOL_PROPERTY_OVERHEAD = 3
 TOOLS_OVERHEAD = 12
-TOOL_CHARS_PER_TOKEN = 4.5  # name + description + JSON schema: measured 4.1-4.9 on typical tools
 
 
 @lru_cache(maxsize=1)
@@ -66,26 +61,52 @@ def warm_up() -> None:
 
 
 def count_text_tokens(text: str) -> int:
-    """Tokens in `text`: exact up to EXACT_LIMIT characters, sampled and extrapolated beyond."""
-    n = len(text)
-    if n == 0:
-        return 0
+    """Tokens in `text`, exactly (synchronous: for short text or off the event loop)."""
+    return len(_encoder().encode_ordinary(text)) if text else 0
+
+
+def _count_all(texts: list[str]) -> list[int]:
     encode = _encoder().encode_ordinary
-    # Chinese/Japanese cost ~3x more per character to tokenize (3 UTF-8 bytes, ~1 token each).
-    wide = WIDE_FACTOR if not text.isascii() and _WIDE.search(text, 0, 1000) else 1
-    if n <= EXACT_LIMIT // wide:
-        return len(encode(text))
-    window = WINDOW // wide
-    samples = min(MAX_SAMPLES, max(MIN_SAMPLES, n * wide // CHARS_PER_SAMPLE))
-    span = n - window
-    sampled = 0
-    for i in range(samples):
-        start = span * i // (samples - 1)
-        sampled += len(encode(text[start : start + window]))
-    # Each window cut splits about one token at its edges; remove that bias (not for CJK,
-    # where a character is about one token).
-    sampled = max(1, sampled - (samples // 2 if wide == 1 else 0))
-    return max(1, round(sampled * n / (window * samples)))
+    return [len(encode(t)) for t in texts]
+
+
+class TokenCounter:
+    """Exact input-token estimates with a per-text cache; long new text is counted in a thread."""
+
+    def __init__(self, cache_size: int = CACHE_SIZE, on_loop_chars: int = ON_LOOP_CHARS) -> None:
+        self._cache: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._size = cache_size
+        self._on_loop = on_loop_chars
+
+    async def estimate(self, body: Mapping[str, Any]) -> int:
+        """Prompt tokens of a chat-completions body (messages, images, tools, schema)."""
+        fixed, texts = request_parts(body)
+        total, pending, budget = fixed, [], self._on_loop
+        cache = self._cache
+        for text in texts:
+            key = (hash(text), len(text))
+            hit = cache.get(key)
+            if hit is not None:
+                total += hit
+                continue
+            if len(text) <= budget:
+                budget -= len(text)
+                n = count_text_tokens(text)
+                self._remember(key, n)
+                total += n
+            else:
+                pending.append(text)
+        if pending:
+            counts = await asyncio.to_thread(_count_all, pending)
+            for text, n in zip(pending, counts, strict=True):
+                self._remember((hash(text), len(text)), n)
+                total += n
+        return total
+
+    def _remember(self, key: tuple[int, int], n: int) -> None:
+        self._cache[key] = n
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
 
 
 def content_text(content: Any) -> tuple[str, int]:
@@ -128,30 +149,30 @@ def tool_calls_text(message: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def count_tools_tokens(tools: Iterable[Any]) -> int:
-    """Tokens that tool (function) definitions add to the prompt."""
-    total = 0
-    any_tool = False
+def tools_text(tools: Iterable[Any]) -> tuple[int, list[str]]:
+    """(fixed overhead tokens, texts to count) of tool (function) definitions."""
+    fixed = 0
+    texts: list[str] = []
     for tool in tools:
         fn = tool.get("function") if isinstance(tool, Mapping) else None
         if not isinstance(fn, Mapping):
             continue
-        any_tool = True
         params = fn.get("parameters")
         props = params.get("properties") if isinstance(params, Mapping) else None
         n_props = len(props) if isinstance(props, Mapping) else 0
-        size = len(str(fn.get("name") or "")) + len(str(fn.get("description") or ""))
+        fixed += TOOL_FUNCTION_OVERHEAD + n_props * TOOL_PROPERTY_OVERHEAD
+        text = f"{fn.get('name') or ''}\n{fn.get('description') or ''}"
         if isinstance(params, Mapping):
-            size += _json_size(params)
-        total += TOOL_FUNCTION_OVERHEAD + n_props * TOOL_PROPERTY_OVERHEAD + round(size / TOOL_CHARS_PER_TOKEN)
-    return total + TOOLS_OVERHEAD if any_tool else 0
+            text += "\n" + _json(params)
+        texts.append(text)
+    return (fixed + TOOLS_OVERHEAD if texts else 0), texts
 
 
-def estimate_input_tokens(body: Mapping[str, Any]) -> int:
-    """Prompt tokens of a chat-completions request body (messages, images, tools, schema)."""
+def request_parts(body: Mapping[str, Any]) -> tuple[int, list[str]]:
+    """(tokens known without counting: framing, images, overheads; the texts to count)."""
     messages = body.get("messages")
     if not isinstance(messages, list):
-        return 0
+        return 0, []
     texts: list[str] = []
     total = REPLY_PRIMER
     for message in messages:
@@ -167,18 +188,26 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
         calls = tool_calls_text(message)
         if calls:
             texts.append(calls)
-    total += count_text_tokens("\n".join(texts))
     tools = body.get("tools")
     if isinstance(tools, list):
-        total += count_tools_tokens(tools)
+        fixed, tool_texts = tools_text(tools)
+        total += fixed
+        texts.extend(tool_texts)
     fmt = body.get("response_format")
     if isinstance(fmt, Mapping) and isinstance(fmt.get("json_schema"), Mapping):
-        total += round(_json_size(fmt["json_schema"]) / TOOL_CHARS_PER_TOKEN)
-    return total
+        texts.append(_json(fmt["json_schema"]))
+    return total, texts
 
 
-def _json_size(value: Any) -> int:
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    """Prompt tokens of a chat-completions body, counted synchronously (tests, tools, the CLI;
+    the request path uses `TokenCounter.estimate`, which keeps long counts off the loop)."""
+    fixed, texts = request_parts(body)
+    return fixed + sum(_count_all(texts))
+
+
+def _json(value: Any) -> str:
     try:
-        return len(orjson.dumps(value))
-    except TypeError:  # not JSON-encodable (orjson.JSONEncodeError): a rough size is enough
-        return len(str(value))
+        return orjson.dumps(value).decode()
+    except TypeError:  # not JSON-encodable (orjson.JSONEncodeError)
+        return str(value)
