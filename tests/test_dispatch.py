@@ -98,12 +98,25 @@ def test_429_retry_after_is_honoured(environ: dict, upstream: FakeUpstream, tmp_
     assert ex.outcome.upstream_seconds < 0.5 and elapsed >= 1.0
 
 
-def test_retry_after_is_capped(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
-    upstream.script("gpt-4.1", Fault.status(429, retry_after=30))
-    with proxy(environ, fast(tmp_path, dispatch={"retry_after_cap_s": 0.3})) as (server, _, _state):
+def test_retry_after_within_the_cap_is_waited_for(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.script("gpt-4.1", Fault.status(429, retry_after=0.3))
+    with proxy(environ, fast(tmp_path, dispatch={"retry_after_cap_s": 1})) as (server, _, _state):
         sdk(server.url).chat.completions.create(model="openai/gpt-4.1", messages=MSG)
     first, second = upstream.requests_for("gpt-4.1")
     assert 0.3 <= second.at - first.at < 0.7
+
+
+def test_retry_after_over_the_cap_is_not_waited_for(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Issue 11 item 6: the old code slept the capped Retry-After and tried the same deployment
+    again; a wait longer than the cap now ends the deployment's turn at once, and the client gets
+    the upstream's Retry-After to decide for itself."""
+    upstream.script("gpt-4.1", Fault.status(429, retry_after=30))
+    with proxy(environ, fast(tmp_path, dispatch={"retry_after_cap_s": 0.3})) as (server, _, _state):
+        started = time.monotonic()
+        resp = httpx.post(server.url + "/v1/chat/completions", json={"model": "openai/gpt-4.1", "messages": MSG}, timeout=10)
+        took = time.monotonic() - started
+    assert resp.status_code == 502 and resp.headers["retry-after"] == "30", resp.text
+    assert took < 0.3 and len(upstream.requests_for("gpt-4.1")) == 1
 
 
 def test_hang_past_read_timeout_is_cut_and_retried(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:

@@ -8,8 +8,12 @@ breaker (proxy/dispatch/health.py) and capacity gate (proxy/dispatch/gate.py) ar
 a full deployment is skipped, not waited for.
 
 Retryable failures (429, 5xx, timeouts, refused connections, garbage) move on; a
-non-retryable 4xx is returned at once. The request's deadline (`deadline`, or
-`routing.max_latency_s` from the call) bounds every attempt and every backoff wait. For
+Retry-After longer than `retry_after_cap_s` (or than the time left) moves on at once. A
+non-retryable 4xx is returned at once, unless the caller did not name the model (`routed`)
+and the 4xx is the provider's doing (404 model retired — that model is cooled down —, 400/422
+for an unsupported parameter, the proxy's own key refused): then the plan goes on. The
+request's deadline (`deadline`, else `routing.max_latency_s`, else
+`dispatch.request_deadline_s` from the call) bounds every attempt and every backoff wait. For
 streams the attempt lasts until the first substantive chunk (content, tool call, finish),
 bounded by the deployment's `first_token_s` (and the deadline); only then is the stream
 handed over, so a fallback can still happen before the first byte reaches the client. The
@@ -33,10 +37,10 @@ import orjson
 
 from proxy.dispatch.attempts import Attempt, DispatchObserver, NullObserver, Outcome
 from proxy.dispatch.deployments import Balancer, DeploymentTable
-from proxy.dispatch.errors import attempts_header, exhausted, rejected
+from proxy.dispatch.errors import attempts_header, exhausted, provider_fault, rejected
 from proxy.dispatch.gate import DeploymentGate, LocalGate
 from proxy.dispatch.health import PASS, DeploymentHealth, Ticket
-from proxy.dispatch.retry import retry_wait_s
+from proxy.dispatch.retry import retry_after_too_long, retry_wait_s
 from proxy.dispatch.stream import OpenStream, substantive
 from proxy.dispatch.upstream_body import upstream_body
 from proxy.policy import Policy
@@ -84,11 +88,12 @@ class Dispatcher:
         deadline: float | None = None,
         est_tokens: int | None = None,
         gate: DeploymentGate | None = None,
+        routed: bool = False,
     ) -> Completion:
         """The first successful completion along the plan. `deadline` is a time.monotonic()
         instant; without it, routing.max_latency_s (if set) from now. `gate` replaces the
         dispatcher's own for this request (e.g. the request's admission in the limits store)."""
-        result = await self._walk(models, body, outcome, deadline, est_tokens, gate, stream=False)
+        result = await self._walk(models, body, outcome, deadline, est_tokens, gate, stream=False, routed=routed)
         assert isinstance(result, Completion)
         return result
 
@@ -101,9 +106,10 @@ class Dispatcher:
         deadline: float | None = None,
         est_tokens: int | None = None,
         gate: DeploymentGate | None = None,
+        routed: bool = False,
     ) -> OpenStream:
         """A stream whose first substantive chunk has arrived. The caller must `aclose()` it."""
-        result = await self._walk(models, body, outcome, deadline, est_tokens, gate, stream=True)
+        result = await self._walk(models, body, outcome, deadline, est_tokens, gate, stream=True, routed=routed)
         assert isinstance(result, OpenStream)
         return result
 
@@ -121,11 +127,13 @@ class Dispatcher:
         gate: DeploymentGate | None,
         *,
         stream: bool,
+        routed: bool = False,
     ) -> Completion | OpenStream:
-        if deadline is None and self.policy.routing.max_latency_s:
-            deadline = self._clock() + self.policy.routing.max_latency_s
+        if deadline is None:
+            total = self.policy.routing.max_latency_s or self.policy.dispatch.request_deadline_s
+            deadline = self._clock() + total if total else None
         est = est_tokens if est_tokens is not None else (_rough_tokens(body) if self._estimate_tokens else 0)
-        w = _Walk(models, body, outcome, deadline, est, stream, gate or self.gate)
+        w = _Walk(models, body, outcome, deadline, est, stream, gate or self.gate, routed)
         previous: ModelSpec | None = None
         for model in self._plan(models):
             deps = self.balancer.order(model.id, self.health.in_flight)
@@ -152,6 +160,8 @@ class Dispatcher:
                 raise exhausted(outcome, w.models, self.health)
             wait = 0.0
             if error is not None:
+                if retry_after_too_long(error, dp):
+                    return None  # the upstream asks for longer than we wait: another deployment may answer now
                 wait = retry_wait_s(error, retry - 1, dp, self._rng)
                 if w.deadline is not None and self._clock() + wait >= w.deadline:
                     return None  # no time to retry here; another deployment may answer now
@@ -186,6 +196,10 @@ class Dispatcher:
                 return await self._try_complete(model, dep, w.body, attempt, outcome, ticket, lease, w.deadline)
             except UpstreamError as exc:
                 if not exc.retryable:
+                    if w.routed and provider_fault(exc):  # not the caller's doing: the plan goes on
+                        if exc.status == 404:  # the model is retired or renamed on this deployment
+                            self.health.trip(dep.id, model.id, exc.message)
+                        return None
                     raise rejected(exc, outcome) from None
                 if outcome.deadline_hit:
                     raise exhausted(outcome, w.models, self.health) from None
@@ -382,6 +396,7 @@ class _Walk:
     est: int
     stream: bool
     gate: DeploymentGate
+    routed: bool = False  # the caller did not name the model: provider-side 4xx moves on
     sent: int = 0  # upstream attempts so far (capacity skips are not sent)
 
 

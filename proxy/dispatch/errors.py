@@ -8,6 +8,7 @@ exhausted  the plan ran out: 502 (failures), 504 (timeouts / the request's deadl
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 from proxy.dispatch.attempts import Outcome
@@ -19,6 +20,24 @@ if TYPE_CHECKING:
     from proxy.dispatch.health import DeploymentHealth
 
 TIMEOUT_KINDS = ("timeout", "first_token_timeout")
+
+
+# A 400/422 whose message says the provider cannot do what was asked (a parameter or model it
+# does not support), as opposed to content the caller must change.
+_UNSUPPORTED = re.compile(
+    r"(?i)\b(unsupported|not supported|does not support|unknown (parameter|field|model)|unrecognized|"
+    r"invalid model|model[^.]{0,40}(not found|does not exist|deprecated|retired|decommissioned))"
+)
+
+
+def provider_fault(exc: UpstreamError) -> bool:
+    """A non-retryable upstream 4xx that says more about the provider than about the request:
+    the model is gone (404), the proxy's own key is refused (401/403), or a parameter or model
+    is not supported there (400/422 saying so). Content the caller must fix is not."""
+    status = exc.status or 0
+    if status in (401, 403, 404):
+        return True
+    return status in (400, 422) and bool(_UNSUPPORTED.search(exc.message))
 
 
 def rejected(exc: UpstreamError, outcome: Outcome) -> ProxyError:
@@ -78,6 +97,9 @@ def exhausted(outcome: Outcome, models: list[ModelSpec], health: DeploymentHealt
         )
     all_timeouts = all(a.error is not None and a.error.kind in TIMEOUT_KINDS for a in sent)
     cls = UpstreamTimeout if all_timeouts else UpstreamFailed
+    asked = [a.error.retry_after for a in sent if a.error is not None and a.error.retry_after is not None]
+    if asked:  # the upstreams said when to come back: pass the soonest on
+        headers["retry-after"] = str(max(1, math.ceil(min(asked))))
     return cls(f"Every upstream attempt failed ({causes}). Retry later.{skipped}", attempts=summaries, headers=headers)
 
 

@@ -147,6 +147,13 @@ class DeploymentHealth:
                 self._open(b, dep_id, model_id, now)
         # open / half-open: a late result of an attempt admitted earlier changes nothing
 
+    def trip(self, dep_id: str, model_id: str, reason: str) -> None:
+        """Open the breaker now: the deployment said the model is not there (e.g. a 404)."""
+        b = self._breaker(dep_id, model_id)
+        b.last_error = reason
+        b.probing = False
+        self._open(b, dep_id, model_id, self._clock())
+
     def neutral(self, dep_id: str, model_id: str, ticket: Ticket) -> None:
         """The attempt says nothing about the deployment (4xx, cancelled, skipped)."""
         if ticket.probe:

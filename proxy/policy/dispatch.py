@@ -34,7 +34,10 @@ class DispatchPolicy(Strict):
     retries: int = Field(2, ge=0, description="retries per deployment on 429/5xx/timeouts/refused")
     retry_base_delay: float = Field(0.25, ge=0)
     retry_max_delay: float = Field(8.0, ge=0)
-    retry_after_cap_s: float = Field(20.0, ge=0, description="longest Retry-After honoured")
+    retry_after_cap_s: float = Field(20.0, ge=0, description="longest Retry-After waited for; a longer one moves on at once")
+    request_deadline_s: float | None = Field(
+        180.0, gt=0, description="total time for a request's attempts and waits when routing.max_latency_s is unset"
+    )
     max_attempts: int = Field(10, ge=1, description="upstream attempts per request, all deployments and models")
     cooldown: Cooldown = Cooldown()
     last_resort: str | None = Field(None, description="model tried after the plan is exhausted")

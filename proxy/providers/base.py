@@ -8,6 +8,7 @@ never retries or falls back (dispatch does) and never raises anything but Upstre
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,6 +76,26 @@ class Provider(Protocol):
         ...
 
 
+# Anything that looks like a credential in upstream text: OpenAI/Anthropic/autoroute keys
+# (sk-..., sk-ant-..., sk-ar-...), Google API keys (AIza...), bearer tokens, `key=` query values.
+_SECRET_PATTERNS = re.compile(
+    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"|\bsk-[A-Za-z0-9_-]{6,}"
+    r"|\bAIza[0-9A-Za-z_-]{20,}"
+    r"|([?&](?:api_)?key=)[^&\s\"']+"
+)
+
+
+def redact_secrets(text: str, *secrets: str | None) -> str:
+    """`text` with the given secrets and anything key-shaped replaced by `***`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret in text:
+            text = text.replace(secret, "***")
+    if "sk-" in text or "AIza" in text or "earer" in text or "EARER" in text or "key=" in text:
+        text = _SECRET_PATTERNS.sub(lambda m: (m.group(1) or m.group(2) or "") + "***", text)
+    return text
+
+
 @dataclass
 class UpstreamError(Exception):
     """An attempt failed. `message` is short and safe to show: no keys, no bodies."""
@@ -90,6 +111,7 @@ class UpstreamError(Exception):
     model: str = ""
 
     def __post_init__(self) -> None:
+        self.message = redact_secrets(self.message)  # the last line of defence: every path shows this text
         super().__init__(self.message)
 
     @property

@@ -8,16 +8,18 @@ the request body, never a header.
 from __future__ import annotations
 
 import email.utils
+import math
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC
 
 import httpx
 import orjson
 
 from proxy.policy import Policy
 from proxy.policy.registry import Deployment
-from proxy.providers.base import UpstreamCall, UpstreamError
+from proxy.providers.base import UpstreamCall, UpstreamError, redact_secrets
 
 MAX_ERROR_CHARS = 300
 
@@ -164,9 +166,7 @@ def response_error(resp: httpx.Response, call: UpstreamCall, content: bytes | No
         kind = "timeout"
     else:
         kind = "rejected"
-    detail = _error_message(resp.content if content is None else content)
-    if call.api_key and call.api_key in detail:
-        detail = detail.replace(call.api_key, "***")
+    detail = _error_message(resp.content if content is None else content, call.api_key)
     message = f"{dep.id} answered {status}" + (f": {detail}" if detail else "")
     return UpstreamError(dep.provider, dep.id, kind, message, status=status, retry_after=retry_after(resp.headers), model=call.model.id)
 
@@ -177,27 +177,50 @@ def bad_response(call: UpstreamCall, what: str) -> UpstreamError:
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (delta-seconds or an HTTP date). A value
+    that is neither (`1s`, `soon`, a broken date) counts as absent: the normal backoff applies."""
     if ms := headers.get("retry-after-ms"):
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+        seconds = _number(ms)
+        if seconds is not None:
+            return seconds / 1000
+    value = (headers.get("retry-after") or "").strip()
     if not value:
         return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
     try:
-        return max(0.0, float(value))
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
 
 
-def _error_message(content: bytes) -> str:
-    """The upstream's own error message (OpenAI, Anthropic and Gemini shapes), truncated."""
+def safe_detail(text: str, api_key: str | None, limit: int = MAX_ERROR_CHARS) -> str:
+    """Upstream text made safe to show: keys redacted first (the deployment's own, and anything
+    that looks like a key or a bearer token), then truncated, so a key straddling the cut cannot
+    leak its prefix."""
+    return redact_secrets(text, api_key)[:limit]
+
+
+def _error_message(content: bytes, api_key: str | None = None) -> str:
+    """The upstream's own error message (OpenAI, Anthropic and Gemini shapes), redacted, then truncated."""
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
-        text = content[:MAX_ERROR_CHARS].decode("utf-8", "replace").strip()
+        text = safe_detail(content[: 4 * MAX_ERROR_CHARS].decode("utf-8", "replace").strip(), api_key)
         return text if text and "<" not in text[:1] else ""
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
@@ -206,4 +229,4 @@ def _error_message(content: bytes) -> str:
         message = err
     else:
         message = ""
-    return str(message)[:MAX_ERROR_CHARS]
+    return safe_detail(str(message), api_key)

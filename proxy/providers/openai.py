@@ -10,7 +10,7 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import bad_response, read_error, transport_error
+from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
 from proxy.providers.sse import iter_data
 
 
@@ -71,7 +71,7 @@ class OpenAIStream:
                         dep.provider,
                         dep.id,
                         "server_error",
-                        f"{dep.id} failed mid-stream: {detail[:300]}",
+                        f"{dep.id} failed mid-stream: {safe_detail(str(detail), self._call.api_key)}",
                         model=self._call.model.id,
                     )
                 if chunk.get("usage"):

@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import bad_response, read_error, transport_error
+from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
 from proxy.providers.litellm_lib import LazyLitellm, Litellm, NullLogging
 from proxy.providers.sse import iter_data
 
@@ -211,7 +211,13 @@ class TranslatedStream:
         err = event.get("error")
         detail = err.get("message", "") if isinstance(err, dict) else str(err or "")
         dep = self._call.deployment
-        return UpstreamError(dep.provider, dep.id, "server_error", f"{dep.id} failed mid-stream: {detail[:300]}", model=self._call.model.id)
+        return UpstreamError(
+            dep.provider,
+            dep.id,
+            "server_error",
+            f"{dep.id} failed mid-stream: {safe_detail(str(detail), self._call.api_key)}",
+            model=self._call.model.id,
+        )
 
 
 def _gemini_finish(event: dict[str, Any]) -> bool:

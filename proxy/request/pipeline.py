@@ -49,9 +49,13 @@ async def handle_chat(state: AppState, request: Request) -> Response:
             est = plan.input_tokens + plan.output_tokens_for(plan.models[0])
             try:
                 if req.stream:
-                    opened = await state.dispatcher.open_stream(plan.models, body, ex.outcome, gate=ex.admission, est_tokens=est)
+                    opened = await state.dispatcher.open_stream(
+                        plan.models, body, ex.outcome, gate=ex.admission, est_tokens=est, routed=plan.routed
+                    )
                 else:
-                    completion = await state.dispatcher.complete(plan.models, body, ex.outcome, gate=ex.admission, est_tokens=est)
+                    completion = await state.dispatcher.complete(
+                        plan.models, body, ex.outcome, gate=ex.admission, est_tokens=est, routed=plan.routed
+                    )
                 break
             except KeyBudgetExceeded as exc:
                 # Budget homeostasis, second chance: spend moved between selection and admission.
