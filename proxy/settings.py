@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,12 +28,43 @@ class Settings(BaseSettings):
         description="Limits store; unset = embedded in-process store (one process only)",
     )
     master_key: SecretStr | None = Field(None, description="Guards /admin; once set, /v1 needs keys")
+    open_mode: bool | None = Field(
+        None, description="unset: open exactly when no master key is set; false: /v1 needs keys even without a master key"
+    )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     log_level: str = "info"
     access_log: bool = False
     metrics_port: int | None = Field(None, description="Serve /metrics on a separate port too")
     env_file: Path = Path(".env")
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # Connections (issue 11 item 5): a client gets this long for its request line and headers,
+    # then for its body; an idle keep-alive connection is closed after timeout_keep_alive_s; at
+    # most limit_concurrency connections + requests at once (beyond it: 503).
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    timeout_keep_alive_s: float = Field(5.0, gt=0)
+    limit_concurrency: int | None = Field(4096, ge=1)
+
+    @field_validator("master_key")
+    @classmethod
+    def _strong_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_MASTER_KEY_CHARS:
+            n = len(value.get_secret_value().strip())
+            raise ValueError(
+                f"AUTOROUTE_MASTER_KEY is {'empty' if n == 0 else f'only {n} characters'}; use at least "
+                f"{MIN_MASTER_KEY_CHARS} random characters (python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                "or unset it to run open (local development only)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _open_or_keyed(self) -> Settings:
+        if self.open_mode and self.master_key is not None:
+            raise ValueError("AUTOROUTE_OPEN_MODE=true contradicts AUTOROUTE_MASTER_KEY: unset one of them")
+        return self
+
+
+MIN_MASTER_KEY_CHARS = 16
 
 
 def load_environ(env_file: Path | str | None = ".env") -> dict[str, str]:

@@ -96,25 +96,31 @@ async def test_disabled_and_expired_keys_are_403(redis: Any, mono: Mono) -> None
     assert await redis.ttl(f"ar:{{{rec.id}}}:key") == -1
 
 
-async def test_open_mode_only_without_master_key_and_without_keys(redis: Any, mono: Mono) -> None:
-    ks = store(redis, mono, master=None)
+async def test_open_mode_is_decided_by_the_settings_not_the_store(redis: Any, mono: Mono) -> None:
+    """Issue 11 item 9: the old store switched to open mode whenever its key index was empty
+    (an eviction or a flush of `ar:{keys}:index` opened a keyed proxy within 5 s)."""
+    ks = store(redis, mono, master=None)  # no master key: open, announced as such
     assert await ks.open_mode()
     assert await ks.authenticate(None) is ANONYMOUS
-    assert await ks.authenticate("sk-anything") is ANONYMOUS
-    rec, secret = await ks.create(KeyFields(name="a"))  # keys exist now: they are required
-    assert not await ks.open_mode()
+    assert "OPEN MODE" in await ks.startup_notice()
+    await ks.create(KeyFields(name="a"))  # keys in the store change nothing
+    assert await ks.open_mode() and await ks.authenticate("sk-anything") is ANONYMOUS
+
+    keyed = store(redis, mono)  # master key set: never open, even with an empty (flushed) index
+    rec, secret = await keyed.create(KeyFields(name="b"))
+    await redis.delete("ar:{keys}:index")
+    mono.t += 60
+    assert not await keyed.open_mode()
     with pytest.raises(AuthenticationFailed):
-        await ks.authenticate(None)
-    assert (await ks.authenticate(secret)).id == rec.id
-    assert "no AUTOROUTE_MASTER_KEY but keys exist" in await ks.startup_notice()
-    assert "OPEN MODE" in await store(embedded_redis(), mono, master=None).startup_notice()
-    assert "master key set" in await store(redis, mono).startup_notice()
-    with_master = store(redis, mono)
-    assert not await with_master.open_mode()
-    empty = store(embedded_redis(), mono)
-    assert not await empty.open_mode()  # master key set: never open
+        await keyed.authenticate(None)
+    assert (await keyed.authenticate(secret)).id == rec.id
+    assert "master key set" in await keyed.startup_notice()
+
+    closed = KeyStore(embedded_redis(), None, clock=mono, open_mode=False)  # explicit: keys without a master key
+    assert not await closed.open_mode()
     with pytest.raises(AuthenticationFailed):
-        await empty.authenticate(None)
+        await closed.authenticate(None)
+    assert "AUTOROUTE_OPEN_MODE=false" in await closed.startup_notice()
 
 
 async def test_master_key_works_on_v1_and_guards_admin(redis: Any, mono: Mono) -> None:
@@ -239,3 +245,14 @@ def test_model_rules() -> None:
 )  # fmt: skip
 def test_bearer_token(headers: dict[str, str], token: str | None) -> None:
     assert bearer_token(headers) == token
+
+
+async def test_far_future_expiry_is_a_validation_error_and_writes_nothing(redis: Any, mono: Mono) -> None:
+    """Issue 11 item 10: `expires_at: 9999-12-31T23:59:59Z` was a 500 after the record had been
+    written (no TTL, not in the index): expiry + retention overflowed. Now it fails validation."""
+    with pytest.raises(ValueError, match="too far in the future"):
+        KeyFields(name="x", expires_at="9999-12-31T23:59:59Z")  # type: ignore[arg-type]
+    ks = store(redis, mono)
+    rec, _ = await ks.create(KeyFields(name="y", expires_at=datetime(2999, 1, 1, tzinfo=UTC)))
+    assert await redis.ttl(f"ar:{{{rec.id}}}:key") > 0  # written with its expiry in the same command
+    assert [k async for k in redis.scan_iter(match="ar:{key_*}:key")] == [f"ar:{{{rec.id}}}:key"]

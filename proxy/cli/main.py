@@ -51,6 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def load_settings() -> Settings:
+    """The process settings, or exit 2 with what is wrong (e.g. a master key that is too short)."""
+    from pydantic import ValidationError
+
+    from proxy.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"])
+            name = f"AUTOROUTE_{where.upper()}: " if where else ""
+            print(f"autoroute: invalid setting: {name}{err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _apply_overrides(args: argparse.Namespace) -> None:
     """CLI flags become AUTOROUTE_* variables so every worker process sees them."""
     for flag, env in (("host", "HOST"), ("port", "PORT"), ("policy", "POLICY_DIR"), ("workers", "WORKERS"), ("log_level", "LOG_LEVEL")):
@@ -64,10 +80,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.observe import logs
     from proxy.policy import load_policy
-    from proxy.settings import Settings, load_environ
+    from proxy.settings import load_environ
 
     _apply_overrides(args)
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_level)
     try:  # fail fast, with the loader's message, before any worker starts
         load_policy(settings.policy_dir, load_environ(settings.env_file))
@@ -119,10 +135,10 @@ def _route(args: argparse.Namespace) -> int:
     from proxy.routing.classify import classify
     from proxy.routing.options import parse_route_options
     from proxy.routing.selection import decision_record, select
-    from proxy.settings import Settings, load_environ
+    from proxy.settings import load_environ
 
     _apply_overrides(args)
-    settings = Settings()
+    settings = load_settings()
     environ = load_environ(settings.env_file)
     try:
         policy = load_policy(settings.policy_dir, environ)
@@ -150,10 +166,10 @@ def _route(args: argparse.Namespace) -> int:
 
 def _policy_check(args: argparse.Namespace) -> int:
     from proxy.policy import load_policy
-    from proxy.settings import Settings, load_environ
+    from proxy.settings import load_environ
 
     _apply_overrides(args)
-    settings = Settings()
+    settings = load_settings()
     try:
         policy = load_policy(settings.policy_dir, load_environ(settings.env_file))
     except PolicyError as exc:

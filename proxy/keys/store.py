@@ -13,9 +13,10 @@ usable about the key (a 64-bit slice of a hash of 256 random bits). An index set
 `ar:{keys}:index` lists the ids for the admin API.
 
 Auth rules (`KeyStore.authenticate`):
-- No master key set and no key ever created (or all revoked): the proxy runs open; every caller
-  is the `anonymous` principal, which has no per-key limits (task budgets and deployment limits
-  still apply, usage is still counted).
+- No master key set at start (and `AUTOROUTE_OPEN_MODE` not `false`): the proxy runs open; every
+  caller is the `anonymous` principal, which has no per-key limits (task budgets and deployment
+  limits still apply, usage is still counted). This is decided once, from the settings: nothing
+  in the store (a flushed or evicted key index) can switch a keyed proxy to open mode.
 - Otherwise every `/v1` call needs a key: missing or unknown -> 401 (`AuthenticationFailed`);
   disabled or expired -> 403 (`PermissionDenied`); a model the key may not use -> 403
   (`proxy/keys/access.py`). The master key is accepted on `/v1` too, as the `master` principal
@@ -80,7 +81,13 @@ class KeyFields(BaseModel):
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+        value = value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+        if value is not None:
+            try:  # the record is kept RECORD_RETENTION past expiry: that instant must exist
+                expire_at_s(value)
+            except (OverflowError, ValueError):
+                raise ValueError("too far in the future (leave it out for a key that never expires)") from None
+        return value
 
     @field_validator("allowed_models")
     @classmethod
@@ -154,6 +161,7 @@ class KeyStore:
         cache_size: int = 10_000,
         timeout_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        open_mode: bool | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -163,8 +171,11 @@ class KeyStore:
         self.timeout_s = timeout_s
         self._clock = clock
         self._master_hash = hash_secret(master_key) if master_key else None
+        # Decided here, once, from the settings (issue 11 item 9): never from what the store holds.
+        # Default: open exactly when no master key is set; `open_mode=False` without a master key
+        # requires keys on /v1 (with the admin API off).
+        self._open = (master_key is None) if open_mode is None else (open_mode and master_key is None)
         self._cache: dict[str, tuple[float, KeyRecord]] = {}  # key hash -> (fetched at, record)
-        self._has_keys: tuple[float, bool] | None = None
 
     # ------------------------------------------------------------------ redis names
     def _record_key(self, key_id: str) -> str:
@@ -195,32 +206,20 @@ class KeyStore:
             raise AuthenticationFailed("Invalid master key.", headers=dict(_CHALLENGE))
 
     async def open_mode(self) -> bool:
-        """True when no master key is set and no key exists: every caller is anonymous."""
-        if self._master_hash is not None:
-            return False
-        now = self._clock()
-        if self._has_keys is not None and now - self._has_keys[0] < self.cache_ttl_s:
-            return not self._has_keys[1]
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                has = bool(await self.redis.scard(self._index_key))
-        except STORE_ERRORS as exc:
-            if self._has_keys is not None:
-                return not self._has_keys[1]
-            raise StoreUnavailable("Limits store unavailable: cannot check API keys. Retry shortly.") from exc
-        self._has_keys = (now, has)
-        return not has
+        """True when the proxy was started open (no master key, AUTOROUTE_OPEN_MODE not false):
+        every caller is anonymous. Fixed at start; no store read can switch it."""
+        return self._open
 
     async def startup_notice(self) -> str:
         """One line for the start-up log saying how /v1 and /admin are guarded."""
         if self.master_configured:
             return "auth: master key set; /v1 needs a virtual key (or the master key), /admin the master key"
-        if await self.open_mode():
+        if self._open:
             return (
-                "auth: OPEN MODE, no AUTOROUTE_MASTER_KEY and no keys: every /v1 caller is anonymous "
-                "(local development only); the admin API is disabled"
+                "auth: OPEN MODE, no AUTOROUTE_MASTER_KEY: every /v1 caller is anonymous, with no per-key limits "
+                "(local development only; set AUTOROUTE_MASTER_KEY to require keys); the admin API is disabled"
             )
-        return "auth: no AUTOROUTE_MASTER_KEY but keys exist: /v1 needs a valid key; the admin API is disabled"
+        return "auth: no AUTOROUTE_MASTER_KEY and AUTOROUTE_OPEN_MODE=false: /v1 needs a valid key; the admin API is disabled"
 
     async def authenticate(self, token: str | None) -> KeyRecord:
         """The principal for a /v1 request, or 401/403/503 (see the module docstring)."""
@@ -271,7 +270,6 @@ class KeyStore:
 
     def _forget(self, record: KeyRecord) -> None:
         self._cache.pop(record.key_hash, None)
-        self._has_keys = None
 
     # ------------------------------------------------------------------ admin operations
     async def create(self, fields: KeyFields) -> tuple[KeyRecord, str]:
@@ -286,13 +284,13 @@ class KeyStore:
                 key_hash=digest,
                 key_prefix=secret[: len(KEY_PREFIX) + 4],
             )
-            if await self.redis.set(self._record_key(record.id), record.model_dump_json(), nx=True):
+            # One write: the record and its expiry together (nothing can fail between them).
+            exat = expire_at_s(record.expires_at) if record.expires_at is not None else None
+            if await self.redis.set(self._record_key(record.id), record.model_dump_json(), nx=True, exat=exat):
                 break
         else:  # pragma: no cover  (five 64-bit id collisions in a row)
             raise RuntimeError("could not allocate a key id")
-        await self._apply_expiry(record)
         await self.redis.sadd(self._index_key, record.id)
-        self._has_keys = None
         return record, secret
 
     async def get(self, key_id: str) -> KeyRecord:
@@ -349,7 +347,12 @@ class KeyStore:
         if record.expires_at is None:
             await self.redis.persist(name)
         else:
-            await self.redis.expireat(name, int((record.expires_at + RECORD_RETENTION).timestamp()))
+            await self.redis.expireat(name, expire_at_s(record.expires_at))
+
+
+def expire_at_s(expires_at: datetime) -> int:
+    """When Redis drops an expiring key's record: its expiry plus RECORD_RETENTION (Unix seconds)."""
+    return int((expires_at + RECORD_RETENTION).timestamp())
 
 
 def _text(value: str | bytes) -> str:

@@ -66,10 +66,8 @@ class AppState:
             self.litellm.start()
         tokens.warm_up()
         log.info(store.describe(self.redis))
-        try:
-            log.info(await self.keys.startup_notice())
-        except Exception as exc:
-            log.warning("auth: could not read the key store at start-up (%s); it is retried per request", type(exc).__name__)
+        notice = await self.keys.startup_notice()
+        (log.warning if await self.keys.open_mode() else log.info)(notice)
         self.metrics.set_build_info(__version__, self.policy.hash)
         log.info(
             "autoroute ready: policy %s (%d models, %d deployments, %d available)",
@@ -115,7 +113,7 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     dispatcher = Dispatcher(policy, upstreams, Providers(litellm), environ, observer=metrics)
     redis = store.create_redis(settings, policy.limits)
     master = settings.master_key.get_secret_value() if settings.master_key else None
-    keys = KeyStore(redis, master)
+    keys = KeyStore(redis, master, open_mode=settings.open_mode)
     limiter = Limiter(redis, policy.limits, on_store_call=metrics.observe_store)
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
     state = AppState(settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None)
