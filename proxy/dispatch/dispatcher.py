@@ -38,11 +38,13 @@ import orjson
 from proxy.dispatch.attempts import Attempt, DispatchObserver, NullObserver, Outcome
 from proxy.dispatch.deployments import Balancer, DeploymentTable
 from proxy.dispatch.errors import attempts_header, exhausted, provider_fault, rejected
+from proxy.dispatch.firstrun import missing_setup
 from proxy.dispatch.gate import DeploymentGate, LocalGate
 from proxy.dispatch.health import PASS, DeploymentHealth, Ticket
 from proxy.dispatch.retry import retry_after_too_long, retry_wait_s
 from proxy.dispatch.stream import OpenStream, substantive
 from proxy.dispatch.upstream_body import upstream_body
+from proxy.errors import UpstreamFailed
 from proxy.policy import Policy
 from proxy.policy.registry import Deployment, ModelSpec
 from proxy.providers import Providers
@@ -78,6 +80,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._clock = clock
         self._estimate_tokens = any(d.tpm for d in policy.deployments)
+        self.missing_setup = missing_setup(policy, environ)  # a first run: no provider key set
 
     async def complete(
         self,
@@ -128,6 +131,24 @@ class Dispatcher:
         *,
         stream: bool,
         routed: bool = False,
+    ) -> Completion | OpenStream:
+        try:
+            return await self._walk_plan(models, body, outcome, deadline, est_tokens, gate, stream, routed)
+        except UpstreamFailed as exc:
+            if self.missing_setup and outcome.attempts and all(a.error is not None and a.error.kind == "connect" for a in outcome.attempts):
+                exc.message = f"{exc.message} {self.missing_setup}"
+            raise
+
+    async def _walk_plan(
+        self,
+        models: list[ModelSpec],
+        body: dict[str, Any],
+        outcome: Outcome,
+        deadline: float | None,
+        est_tokens: int | None,
+        gate: DeploymentGate | None,
+        stream: bool,
+        routed: bool,
     ) -> Completion | OpenStream:
         if deadline is None:
             total = self.policy.routing.max_latency_s or self.policy.dispatch.request_deadline_s

@@ -191,6 +191,15 @@ class DeploymentHealth:
                     waits.append(max(0.0, b.opened_at + self.cfg.cooldown_s - now))
         return min(waits) if waits else None
 
+    def last_error(self, model_ids: list[str]) -> str | None:
+        """The most recent failure recorded by an open breaker among these models' deployments."""
+        for m in model_ids:
+            for d in self.table.for_model(m):
+                b = self._breakers.get((d.id, m))
+                if b is not None and b.state != CLOSED and b.last_error:
+                    return b.last_error
+        return None
+
     async def wait_idle(self, timeout: float) -> bool:
         """Wait (at shutdown) until no upstream call is in flight; False on timeout."""
         deadline = self._clock() + timeout

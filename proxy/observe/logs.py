@@ -24,7 +24,14 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return orjson.dumps(out, default=_plain).decode()
+
+
+def _plain(value: object) -> str:
+    """A value JSON cannot hold, as text: its str(), or its type name when str() would only be
+    the default repr (`<object object at 0x...>` says nothing and differs on every run)."""
+    text = str(value)
+    return type(value).__name__ if " object at 0x" in text else text
 
 
 def configure(level: str = "info") -> None:

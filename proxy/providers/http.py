@@ -78,7 +78,7 @@ class Pool:
         except BaseException as exc:
             busy[shard] -= 1
             if isinstance(exc, httpx.HTTPError):
-                raise transport_error(exc, call) from None
+                raise transport_error(exc, call, url) from None
             raise
         resp.stream = _Counted(resp.stream, busy, shard)  # type: ignore[arg-type]
         return resp
@@ -131,10 +131,11 @@ class Upstreams:
             await pool.aclose()
 
 
-def transport_error(exc: Exception, call: UpstreamCall) -> UpstreamError:
+def transport_error(exc: Exception, call: UpstreamCall, url: str | None = None) -> UpstreamError:
     dep = call.deployment
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        kind, msg = "connect", f"could not connect to {dep.id} ({type(exc).__name__})"
+        where = (url or dep.api_base).split("?", 1)[0]  # the URL tried (never a query: Gemini puts its key there)
+        kind, msg = "connect", f"could not connect to {dep.id} at {where} ({type(exc).__name__})"
     elif isinstance(exc, httpx.TimeoutException):
         kind, msg = "timeout", f"{dep.id} did not answer in time ({type(exc).__name__})"
     elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):

@@ -6,6 +6,7 @@ No module-level mutable state anywhere else: handlers reach this as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from proxy import __version__
+from proxy.dispatch import firstrun
 from proxy.dispatch.dispatcher import Dispatcher, Outcome
 from proxy.dispatch.health import DeploymentHealth
 from proxy.keys.store import KeyStore
@@ -50,6 +52,7 @@ class AppState:
     decisions: Decisions
     llm_classifier: LLMClassifier | None
     tokens: TokenCounter = field(default_factory=TokenCounter)
+    _ready_task: asyncio.Future[None] | None = None
 
     @property
     def health(self) -> DeploymentHealth:
@@ -69,15 +72,34 @@ class AppState:
         notice = await self.keys.startup_notice()
         (log.warning if await self.keys.open_mode() else log.info)(notice)
         self.metrics.set_build_info(__version__, self.policy.hash)
-        log.info(
-            "autoroute ready: policy %s (%d models, %d deployments, %d available)",
-            self.policy.hash,
-            len(self.policy.models),
-            len(self.policy.deployments),
-            len(self.health.available_models()),
-        )
+        await self._first_run_notice()
+        self._ready_task = asyncio.ensure_future(self._announce_ready())
+
+    async def _first_run_notice(self) -> None:
+        """No provider key set: say what is missing, and whether the keyless deployments answer."""
+        missing = self.dispatcher.missing_setup
+        if missing:
+            down = await firstrun.unreachable(self.policy, self.environ)
+            log.warning("%s%s", missing, f" Nothing answers at {', '.join(down)}." if down else "")
+
+    async def _announce_ready(self) -> None:
+        """Log "autoroute ready" once /readyz would answer 200 (e.g. after litellm has loaded)."""
+        while True:
+            checks = await self.ready()
+            if all(checks.values()):
+                log.info(
+                    "autoroute ready: policy %s (%d models, %d deployments, %d available)",
+                    self.policy.hash,
+                    len(self.policy.models),
+                    len(self.policy.deployments),
+                    len(self.health.available_models()),
+                )
+                return
+            await asyncio.sleep(0.1)
 
     async def shutdown(self) -> None:
+        if self._ready_task is not None:
+            self._ready_task.cancel()
         await self.health.wait_idle(timeout=2.0)  # streams cut at the grace's end settle first
         await self.decisions.aclose()
         await self.upstreams.aclose()

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.errors import InvalidRequest, ModelNotFound
+from proxy.errors import InvalidRequest, ModelNotFound, NoCapableModel, ProxyError, ServiceUnavailable
 from proxy.keys import access
 from proxy.keys.store import KeyRecord
 from proxy.policy import Policy
 from proxy.policy.registry import ModelSpec
 from proxy.routing.classify import Classification, classify
-from proxy.routing.options import KeyRouteDefaults, is_auto, parse_route_options
+from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
 from proxy.routing.selection import RoutePlan, decision_record, select
 
 if TYPE_CHECKING:
@@ -158,7 +158,10 @@ async def _routed(
     asks = req.asks
     if asks:  # only models that can honour n > 1 / logprobs
         available = frozenset(m for m in available if m in policy.models and not asks & policy.models[m].unsupported_params)
-    route = select(c, policy, options, available)
+    try:
+        route = select(c, policy, options, available)
+    except NoCapableModel as exc:
+        raise _unavailable_or(exc, state, c, options, available) from None
     decision = decision_record(decision_id, c, route, policy)
     overrides = overrides_of(route)
     state.metrics.observe_route(
@@ -178,6 +181,37 @@ async def _routed(
         request=req,
         capped=req.output_cap is not None,
     )
+
+
+def _unavailable_or(
+    exc: NoCapableModel, state: AppState, c: Classification, options: RouteOptions, available: frozenset[str]
+) -> ProxyError:
+    """Nothing available now: if a model could serve once its deployments stop cooling down, that
+    is unavailability (503 + Retry-After, which SDKs retry), not a request no model can serve (422)."""
+    health = state.health
+    usable = health.table.usable_models
+    if available >= usable:
+        return _with_setup_hint(exc, state)
+    try:
+        route = select(c, state.policy, options, usable)
+    except NoCapableModel:
+        return exc
+    retry = max(1, math.ceil(health.retry_in_s(list(route.models)) or 1))
+    last = health.last_error(list(route.models))
+    hint = f" {state.dispatcher.missing_setup}" if state.dispatcher.missing_setup else ""
+    return ServiceUnavailable(
+        f"Every model that could serve this request ({', '.join(route.models)}) is cooling down after repeated failures"
+        + (f" (last: {last})" if last else "")
+        + f"; retry in {retry}s.{hint}",
+        code="deployments_cooling_down",
+        headers={"retry-after": str(retry)},
+    )
+
+
+def _with_setup_hint(exc: NoCapableModel, state: AppState) -> ProxyError:
+    if state.dispatcher.missing_setup:
+        exc.message = f"{exc.message} {state.dispatcher.missing_setup}"
+    return exc
 
 
 def _may_classify(policy: Policy, key: KeyRecord | None) -> bool:
