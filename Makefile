@@ -1,7 +1,8 @@
 # autoroute — every set-up step lives here, so a fresh machine needs only Python 3.11+.
 #   make run    install into .venv/ and start the proxy on 127.0.0.1:8080 (embedded defaults)
-#   make test   install into .venv/ and run the tests (starts Redis on :6379 if it is not up)
-#   make bench  the performance benchmark (bench/README.md)
+#   make test   install into .venv/ and run the tests (they start their own redis-server on a free port)
+#   make bench  the performance benchmark (bench/README.md; uses a Redis on :6379, starting one if needed)
+#   make chaos  faults, bursts and SIGTERM against two replicas on a private Redis (scripts/chaos.py)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
@@ -14,7 +15,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint tools redis bench bench-smoke clean
+.PHONY: install run test lint tools redis redis-binary bench bench-smoke chaos clean
 
 install: $(STAMP)
 
@@ -33,7 +34,12 @@ run: install
 tools:
 	@scripts/install-tools.sh
 
-# The limiter's concurrency tests need a real Redis; start one if none answers on :6379.
+# The tests start their own redis-server on a free port (tests/support/redis_server.py) and
+# stop it; they only need the binary, installed here when this machine can (root + apt).
+redis-binary:
+	@scripts/ensure-redis.sh --install-only
+
+# The benchmark's store: a Redis on :6379, started if none answers.
 redis:
 	@scripts/ensure-redis.sh
 
@@ -43,7 +49,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install tools redis lint
+test: install tools redis-binary lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install redis
@@ -51,6 +57,9 @@ bench: install redis
 
 bench-smoke: install redis
 	$(BIN)/python -m bench --smoke
+
+chaos: install redis-binary
+	$(BIN)/python scripts/chaos.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

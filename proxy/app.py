@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -38,6 +42,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.startup()
+        on_stop_signal(state.drain.begin)
         metrics_server = None
         if settings.metrics_port and not multiprocess_dir():  # several workers: cli.py serves it
             metrics_server, _ = start_metrics_server(settings.metrics_port, settings.host, state.metrics.registry)
@@ -70,6 +75,24 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     )
     app.state.autoroute = state
     return app
+
+
+def on_stop_signal(callback: Callable[[], None]) -> None:
+    """Also call `callback` on the event loop when SIGTERM/SIGINT arrive, before uvicorn's own
+    handler (installed by uvicorn for the server's life, main thread only, restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # a server in a thread (tests) has no signal handlers: call state.drain.begin()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+            loop.call_soon_threadsafe(callback)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def create_app_from_env() -> Starlette:

@@ -60,6 +60,11 @@ class PayloadTooLarge(InvalidRequest):
     default_code = "request_too_large"
 
 
+class RequestTimeout(InvalidRequest):
+    status = 408
+    default_code = "request_timeout"
+
+
 class NotFound(InvalidRequest):
     status = 404
     default_code = "not_found"

@@ -7,6 +7,7 @@ process needs to start: where to listen, where the policy and the limits store a
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,7 +22,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
-    policy_dir: Path = Path("policies")
+    policy_dir: Path = Field(Path("policies"), description="policy directory; the shipped defaults when ./policies is absent")
     redis_url: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("AUTOROUTE_REDIS_URL", "REDIS_URL"),
@@ -58,6 +59,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _policies(self) -> Settings:
+        """The default `policies` directory, when the working directory has none: the policies
+        shipped with the package (the repository's, or the copy a wheel installs)."""
+        if self.policy_dir == DEFAULT_POLICY_DIR and not self.policy_dir.is_dir():
+            self.policy_dir = bundled_policies() or self.policy_dir
+        return self
+
+    @model_validator(mode="after")
     def _open_or_keyed(self) -> Settings:
         if self.open_mode and self.master_key is not None:
             raise ValueError("AUTOROUTE_OPEN_MODE=true contradicts AUTOROUTE_MASTER_KEY: unset one of them")
@@ -65,6 +74,16 @@ class Settings(BaseSettings):
 
 
 MIN_MASTER_KEY_CHARS = 16
+DEFAULT_POLICY_DIR = Path("policies")
+
+
+def bundled_policies() -> Path | None:
+    """The default policies that ship with autoroute: next to the package in a source checkout
+    or editable install, under `<prefix>/share/autoroute/policies` from a wheel."""
+    for candidate in (Path(__file__).resolve().parent.parent / "policies", Path(sys.prefix) / "share" / "autoroute" / "policies"):
+        if (candidate / "models.yaml").is_file():
+            return candidate
+    return None
 
 
 def load_environ(env_file: Path | str | None = ".env") -> dict[str, str]:

@@ -11,10 +11,24 @@ from proxy.app import create_app
 from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.redis_server import RedisServer
 from tests.support.servers import ThreadedServer, provider_environ, serving
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The tests' own redis-server on a free port, for the session (never :6379, never a
+    Redis someone else runs). Tests share it: each uses its own key prefix or db."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")

@@ -173,8 +173,8 @@ async def test_stream_written_and_read_back_newest_first(metrics: Metrics) -> No
 
 
 @pytest.mark.redis
-async def test_stream_capped_on_real_redis(metrics: Metrics) -> None:
-    r = aioredis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+async def test_stream_capped_on_real_redis(metrics: Metrics, redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url, socket_timeout=2)
     key = f"ar:{{decisions-test-{uuid.uuid4().hex}}}:stream"
     d = Decisions(r, kept=50, metrics=metrics, stream_key=key, batch_size=64)
     try:

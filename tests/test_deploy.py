@@ -472,3 +472,13 @@ def test_metrics_reference_lists_every_family() -> None:
     m = Metrics(CollectorRegistry())
     exported = {f.name + ("_total" if f.type == "counter" else "") for f in m.registry.collect()}
     assert documented == exported
+
+
+def test_compose_file_is_valid_for_compose_v1_and_v2(compose: dict[str, Any]) -> None:
+    """Issue 11 item 14: the top-level `name:` was refused by docker-compose v1. File format 2.4
+    has everything the file uses and only these top-level keys."""
+    assert str(compose.get("version")) == "2.4"
+    assert set(compose) <= {"version", "services", "volumes", "networks", "x-proxy"}
+    for name, service in compose["services"].items():
+        for dep in (service.get("depends_on") or {}).values() if isinstance(service.get("depends_on"), dict) else ():
+            assert dep.get("condition") in ("service_started", "service_healthy"), name

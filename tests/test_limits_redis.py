@@ -1,6 +1,7 @@
 """The limiter on a real Redis: concurrency, several processes, budgets under load, outages.
 
-Needs the Redis server on 127.0.0.1:6379 (`make redis`); its absence is a failure, not a skip.
+Runs on the tests' own redis-server (tests/conftest.py `redis_url`: a free port, started and
+stopped by the session); its absence is a failure, not a skip.
 Every test uses its own key prefix and deletes only its own keys. The outage test starts its
 own redis-server on a free port (6390+) and kills/restarts that one only.
 """
@@ -34,7 +35,6 @@ from proxy.policy.registry import Deployment
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("AUTOROUTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,9 +44,9 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def redis(prefix: str) -> AsyncIterator[Any]:
-    r = connect_redis(REDIS_URL, timeout_s=5.0)
-    assert await ping(r, 2.0), f"no Redis answers at {REDIS_URL}: start one (make redis); these tests never skip"
+async def redis(prefix: str, redis_url: str) -> AsyncIterator[Any]:
+    r = connect_redis(redis_url, timeout_s=5.0)
+    assert await ping(r, 2.0), f"no Redis answers at {redis_url}; these tests never skip"
     yield r
     async for name in r.scan_iter(match=f"{prefix}:*", count=1000):
         await r.delete(name)
@@ -124,7 +124,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
 """
 
 
-async def test_two_processes_share_one_limit(redis: Any, prefix: str, tmp_path: Path) -> None:
+async def test_two_processes_share_one_limit(redis: Any, prefix: str, tmp_path: Path, redis_url: str) -> None:
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -133,7 +133,7 @@ async def test_two_processes_share_one_limit(redis: Any, prefix: str, tmp_path: 
         await asyncio.create_subprocess_exec(
             sys.executable,
             str(script),
-            REDIS_URL,
+            redis_url,
             prefix,
             str(start_at),
             "150",

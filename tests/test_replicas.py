@@ -45,7 +45,7 @@ def proxy_process(redis_url: str, upstream_url: str, policy_dir: Path) -> Iterat
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # litellm loads in ~2 s, far longer on a loaded machine
         while True:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "exited"
             try:
@@ -71,11 +71,13 @@ def create_key(url: str, **fields: object) -> str:
 
 
 @pytest.fixture
-def redis_db13() -> Iterator[str]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=13)
+def redis_db13(redis_url: str) -> Iterator[str]:
+    """db 13 of the tests' own redis-server (tests/conftest.py), emptied before and after."""
+    url = redis_url.rsplit("/", 1)[0] + "/13"
+    client = redis.Redis.from_url(url)
     client.ping()  # a missing Redis is a failure here, not a skip
     client.flushdb()
-    yield "redis://127.0.0.1:6379/13"
+    yield url
     client.flushdb()
 
 

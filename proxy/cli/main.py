@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(func=_policy_check)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `autoroute keys list | head`: the reader left; not an error, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs, "Note on SIGPIPE"
+        return 0
+    return status
 
 
 def load_settings() -> Settings:
@@ -98,6 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     _prepare_metrics(settings)
+    from proxy.cli.connections import uvicorn_options
+
     uvicorn.run(
         "proxy.app:create_app_from_env",
         factory=True,
@@ -105,11 +113,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
         log_config=None,
         access_log=settings.access_log,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
+        **uvicorn_options(settings),  # httptools with a header timeout, keep-alive, concurrency, grace
     )
     return 0
 

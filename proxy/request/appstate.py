@@ -28,6 +28,7 @@ from proxy.providers import Providers
 from proxy.providers.http import Upstreams
 from proxy.providers.litellm_lib import LazyLitellm
 from proxy.request import accounting
+from proxy.request.drain import Drain
 from proxy.request.exchange import Exchange
 from proxy.routing import tokens
 from proxy.routing.llm_classifier import LLMClassifier
@@ -51,6 +52,7 @@ class AppState:
     metrics: Metrics
     decisions: Decisions
     llm_classifier: LLMClassifier | None
+    drain: Drain
     tokens: TokenCounter = field(default_factory=TokenCounter)
     _ready_task: asyncio.Future[None] | None = None
 
@@ -100,7 +102,8 @@ class AppState:
     async def shutdown(self) -> None:
         if self._ready_task is not None:
             self._ready_task.cancel()
-        await self.health.wait_idle(timeout=2.0)  # streams cut at the grace's end settle first
+        await self.drain.wait_recorded(timeout=5.0)  # every started request is accounted first
+        await self.health.wait_idle(timeout=2.0)
         await self.decisions.aclose()
         await self.upstreams.aclose()
         await self.redis.aclose()
@@ -115,7 +118,11 @@ class AppState:
 
     async def record(self, ex: Exchange) -> None:
         """Account a finished request, once (settle, metrics, decision record)."""
-        await accounting.record(self, ex)
+        try:
+            await accounting.record(self, ex)
+        finally:
+            if ex.endpoint == "chat":
+                self.drain.recorded()
 
     async def complete_for_classifier(self, model_id: str, body: dict[str, Any]) -> Mapping[str, Any]:
         """The LLM classifier's transport: one call through dispatch (the proxy's own overhead,
@@ -138,7 +145,21 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     keys = KeyStore(redis, master, open_mode=settings.open_mode)
     limiter = Limiter(redis, policy.limits, on_store_call=metrics.observe_store)
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
-    state = AppState(settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None)
+    state = AppState(
+        settings,
+        policy,
+        environ,
+        upstreams,
+        litellm,
+        dispatcher,
+        redis,
+        keys,
+        limiter,
+        metrics,
+        decisions,
+        None,
+        Drain(settings.shutdown_grace_s),
+    )
     if policy.routing.llm_classifier.enabled:
         state.llm_classifier = LLMClassifier(policy.routing.llm_classifier, state.complete_for_classifier)
     return state

@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from proxy.api.chat import parse_chat_request, to_canonical
-from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
+from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError, RequestTimeout
 from proxy.keys.store import bearer_token
 from proxy.limits.format import KeyBudgetExceeded
 from proxy.request import accounting
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 async def handle_chat(state: AppState, request: Request) -> Response:
     ex = Exchange()
     state.metrics.request_started()
+    state.drain.started()  # accounted before the store closes at shutdown (AppState.record)
     handed_off = False
     try:
         req = await _begin(state, ex, request)
@@ -162,12 +163,16 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} (AUTOROUTE_MAX_BODY_BYTES).")
     chunks, size = [], 0
+    timeout = request.app.state.autoroute.settings.body_timeout_s
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes (AUTOROUTE_MAX_BODY_BYTES).")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout):  # a slow body holds a connection: bounded (AUTOROUTE_BODY_TIMEOUT_S)
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes (AUTOROUTE_MAX_BODY_BYTES).")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidRequest("The client disconnected before sending the whole body.") from None
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {timeout:g}s (AUTOROUTE_BODY_TIMEOUT_S).") from None
     return parse_chat_request(b"".join(chunks))

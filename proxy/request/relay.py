@@ -20,6 +20,7 @@ from proxy.dispatch.dispatcher import OpenStream
 from proxy.providers import sse
 from proxy.providers.base import UpstreamError
 from proxy.request import accounting
+from proxy.request.drain import StreamCut
 from proxy.request.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> As
     include_usage = ex.request.include_usage
     text_chars = 0
     last: dict[str, Any] = opened.first
+    tracked = state.drain.track()
     try:
         chunk: dict[str, Any] | None = opened.first
         while chunk is not None:
@@ -42,7 +44,7 @@ async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> As
                     ex.ttft_s = ex.total_seconds
                 last = chunk
                 yield sse.encode(chunk)
-            chunk = await anext(opened.rest, None)
+            chunk = await tracked.next(opened.rest)
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         if include_usage and ex.usage is not None:
             yield sse.encode(
@@ -71,7 +73,22 @@ async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> As
                 }
             }
         )
+    except StreamCut:  # the server is stopping and the grace is over: end the stream so SDKs see why
+        accounting.settle_usage(ex, opened.stream.usage, text_chars)
+        accounting.finish(ex, 503)
+        ex.error_type, ex.error_code = "server_error", "server_shutting_down"
+        yield sse.encode(
+            {
+                "error": {
+                    "message": f"The proxy is shutting down and cut this stream after its {state.drain.grace_s:g}s grace. Retry the request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "server_shutting_down",
+                }
+            }
+        )
     finally:
+        state.drain.untrack(tracked)
         with anyio.CancelScope(shield=True):  # the client may have gone: still close and account
             await opened.stream.aclose()
             if ex.finished is None:  # cancelled: the client disconnected
