@@ -6,10 +6,14 @@ proxy's TCP address in `client`, so tests can count upstream connections):
     upstream.script("gpt-4.1", Fault.status(503), Fault.status(503))   # two 503s, then normal
     upstream.script("*", Fault.hang(5))
 
-Faults: status (any code, optional Retry-After), hang (sleep before answering; a caller
-that disconnects meanwhile is recorded in `disconnected_at`), malformed
-(200 with a body that is not JSON), cut (stream stops mid-way, no terminator), slow_first
-(stream waits before its first chunk), slow (delay between chunks). A raw ASGI app, so it
+Faults: status (any code, optional Retry-After of any text, e.g. `1s` or `soon`, optional
+error `message`), hang (sleep before answering; a caller that disconnects meanwhile is
+recorded in `disconnected_at`), malformed (200 with a body that is not JSON), garbage (200,
+binary noise, any content type), cut (stream stops mid-way, no terminator), slow_first
+(stream waits before its first chunk), slow (delay between chunks), stream_error (some
+chunks, then the provider's own error event). In a `message`, `{key}` becomes the API key the
+request carried (Authorization, x-api-key, x-goog-api-key or ?key=): a provider that echoes
+it, for the tests that grep everything for keys. A raw ASGI app, so it
 is fast enough to serve as the benchmark's zero-delay upstream too.
 
 Run standalone: python -m tests.support.fake_upstream --port 9100
@@ -36,10 +40,19 @@ class Fault:
     seconds: float = 0.0
     retry_after: str | None = None
     after_chunks: int = 2
+    message: str | None = None
 
     @classmethod
-    def status_(cls, code: int, retry_after: float | str | None = None) -> Fault:
-        return cls("status", status=code, retry_after=None if retry_after is None else str(retry_after))
+    def status_(cls, code: int, retry_after: float | str | None = None, message: str | None = None) -> Fault:
+        return cls("status", status=code, retry_after=None if retry_after is None else str(retry_after), message=message)
+
+    @classmethod
+    def stream_error(cls, message: str, after_chunks: int = 2) -> Fault:
+        return cls("stream_error", message=message, after_chunks=after_chunks)
+
+    @classmethod
+    def garbage(cls) -> Fault:
+        return cls("garbage")
 
     @classmethod
     def hang(cls, seconds: float) -> Fault:
@@ -75,6 +88,7 @@ class Received:
     disconnected_at: float | None = None
     completed: bool = False
     client: tuple[str, int] | None = None  # the proxy's end of the TCP connection (host, port)
+    query: str = ""
 
 
 @dataclass
@@ -154,7 +168,8 @@ class FakeUpstream:
             return await _send(send, 404, b'{"error": {"message": "no such route"}}')
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         client = scope.get("client")
-        rec = Received(path, model, body, headers, time.monotonic(), client=tuple(client) if client else None)
+        query = scope.get("query_string", b"").decode()
+        rec = Received(path, model, body, headers, time.monotonic(), client=tuple(client) if client else None, query=query)
         if self.record:
             self.received.append(rec)
         fault = self._next_fault(model)
@@ -172,8 +187,11 @@ class FakeUpstream:
             disconnect.cancel()
         if fault and fault.kind == "status":
             extra = [(b"retry-after", fault.retry_after.encode())] if fault.retry_after else []
-            msg = {"error": {"message": f"fake upstream says {fault.status}", "type": "fake_error"}}
+            text = _fill(fault.message, rec) if fault.message else f"fake upstream says {fault.status}"
+            msg = {"error": {"message": text, "type": "fake_error"}}
             return await _send(send, fault.status, orjson.dumps(msg), extra)
+        if fault and fault.kind == "garbage":
+            return await _send(send, 200, b"\x00\xff<html>\x1b[31m not an API", [(b"x-garbage", b"1")])
         if fault and fault.kind == "malformed":
             if stream:
                 await _start_stream(send)
@@ -197,6 +215,11 @@ class FakeUpstream:
                 if fault and fault.kind == "cut" and i >= fault.after_chunks:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     return
+                if fault and fault.kind == "stream_error" and i >= fault.after_chunks:
+                    await send(
+                        {"type": "http.response.body", "body": _error_event(fmt, _fill(fault.message or "", rec)), "more_body": False}
+                    )
+                    return
                 if delay:
                     done, _ = await asyncio.wait({disconnect}, timeout=delay)
                     if done:
@@ -209,6 +232,23 @@ class FakeUpstream:
             rec.disconnected_at = time.monotonic()
         finally:
             disconnect.cancel()
+
+
+def _fill(template: str | None, rec: Received) -> str:
+    """`{key}` -> the API key the request carried (as a provider that echoes it would)."""
+    if not template:
+        return ""
+    h = rec.headers
+    key = h.get("x-api-key") or h.get("x-goog-api-key") or h.get("authorization", "").removeprefix("Bearer ").strip()
+    if not key and "key=" in rec.query:
+        key = rec.query.split("key=", 1)[1].split("&", 1)[0]
+    return template.replace("{key}", key)
+
+
+def _error_event(fmt: str, message: str) -> bytes:
+    if fmt == "anthropic":
+        return _sse({"type": "error", "error": {"type": "overloaded_error", "message": message}}, "error")
+    return _sse({"error": {"message": message, "type": "server_error", "code": 500}})
 
 
 async def _wait_disconnect(receive: Any) -> None:
