@@ -17,6 +17,7 @@ import anyio
 from starlette.responses import StreamingResponse
 
 from proxy.dispatch.dispatcher import OpenStream
+from proxy.errors import ServiceUnavailable
 from proxy.providers import sse
 from proxy.providers.base import UpstreamError
 from proxy.request import accounting
@@ -75,18 +76,12 @@ async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> As
         )
     except StreamCut:  # the server is stopping and the grace is over: end the stream so SDKs see why
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
-        accounting.finish(ex, 503)
-        ex.error_type, ex.error_code = "server_error", "server_shutting_down"
-        yield sse.encode(
-            {
-                "error": {
-                    "message": f"The proxy is shutting down and cut this stream after its {state.drain.grace_s:g}s grace. Retry the request.",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "server_shutting_down",
-                }
-            }
+        cut = ServiceUnavailable(
+            f"The proxy is shutting down and cut this stream after its {state.drain.grace_s:g}s grace. Retry the request.",
+            code="server_shutting_down",
         )
+        ex.failed(cut)
+        yield sse.encode(cut.body())
     finally:
         state.drain.untrack(tracked)
         with anyio.CancelScope(shield=True):  # the client may have gone: still close and account
