@@ -153,7 +153,7 @@ class KeyStore:
         cache_ttl_s: float = 5.0,
         stale_s: float = 60.0,
         cache_size: int = 10_000,
-        timeout_s: float = 1.0,
+        timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis

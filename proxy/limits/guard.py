@@ -7,7 +7,7 @@
    Retry-After that does NOT mark the store down: a healthy Redis under load is not an outage).
    Settlement and release wait as long as it takes: the response is already out, and a
    settlement dropped for want of a connection would leave a reservation behind.
-2. The call itself runs under `patient_timeout(store_timeout_s * 2)`: the store must answer
+2. The call itself runs under `patient_timeout(store_timeout_s * 8)` (2 s by default): the store must answer
    within that time *while this process is listening* (a busy event loop reading a reply late
    is not a slow store). Only a failure *on the wire* (connection refused or reset, a
    timeout, or a BUSY/LOADING/READONLY/MASTERDOWN/CLUSTERDOWN/TRYAGAIN reply during a failover)

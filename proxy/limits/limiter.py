@@ -107,7 +107,7 @@ class Limiter:
         self.clock = clock  # None: the store's clock for windows, time.time() for periods
         self.stats = LimiterStats()
         self.guard = StoreGuard(
-            gate_of(redis), op_timeout_s=policy.store_timeout_s * 2, retry_interval_s=retry_interval_s,
+            gate_of(redis), op_timeout_s=policy.store_timeout_s * 8, retry_interval_s=retry_interval_s,
             fail_mode=policy.on_store_error, stats=self.stats, on_store_error=on_store_error, on_store_call=on_store_call,
         )  # fmt: skip
         self.layout = StoreLayout(prefix)

@@ -12,7 +12,7 @@ Owns how the process talks to Redis, nothing about what it stores (that is `limi
   failover. Every script call's keys share one hash tag (`proxy/limits/usage.py`), and the
   limiter runs a key's and a deployment's sections as separate calls there (`per_slot`).
 - Timeouts that a busy proxy cannot fake (`patient_timeout`): a store call fails when the store
-  has not answered within `store_timeout_s * 2` *while this process was listening*. A saturated
+  has not answered within `store_timeout_s * 8` (2 s by default) *while this process was listening*. A saturated
   event loop (hundreds of requests in one process on a loaded host) reads replies late; a plain
   timeout would call that a store outage and trip the fail mode for every request (a healthy
   cluster under a 500-request burst gave 500 false 503s that way). The client's own socket and
@@ -206,7 +206,7 @@ def create_redis(settings: Settings, limits: LimitsPolicy) -> Any:
 
 
 def connect_redis(url: str, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> Any:
-    """`redis.asyncio` client; the hot path bounds each call with `patient_timeout(timeout_s * 2)`,
+    """`redis.asyncio` client; the hot path bounds each call with `patient_timeout(timeout_s * 8)`,
     and the socket timeouts here (`BACKSTOP_S`) bound everything else (admin reads, the decision writer).
 
     `max_connections` is the gate's size; the pool gets `POOL_HEADROOM` more. Its own wait is a

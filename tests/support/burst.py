@@ -72,11 +72,11 @@ def proxy_process(redis_url: str, upstream_url: str, policy_dir: Path, *args: st
     port = free_port()
     env = {
         **os.environ, **provider_environ(upstream_url), "PYTHONPATH": str(REPO), "REDIS_URL": redis_url,
-        "AUTOROUTE_MASTER_KEY": MASTER, "AUTOROUTE_POLICY_DIR": str(policy_dir), "AUTOROUTE_LOG_LEVEL": os.environ.get("AUTOROUTE_LOG_LEVEL", "warning"),
+        "AUTOROUTE_MASTER_KEY": MASTER, "AUTOROUTE_POLICY_DIR": str(policy_dir), "AUTOROUTE_LOG_LEVEL": "warning",
     }  # fmt: skip
     cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(port), *args]
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("AUTOROUTE_LOG_LEVEL") else subprocess.PIPE
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("PROXY_LOGS") else subprocess.PIPE
     )
     url = f"http://127.0.0.1:{port}"
     try:
