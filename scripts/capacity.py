@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -65,9 +67,7 @@ def through_the_proxy(url: str, r: sync_redis.Redis, n: int, workdir: Path) -> N
         env = {**provider_environ(up.url), "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "REDIS_URL": url,
                "AUTOROUTE_MASTER_KEY": master, "AUTOROUTE_POLICY_DIR": str(policies), "AUTOROUTE_LOG_LEVEL": "warning",
                "ANTHROPIC_API_KEY": "", "GEMINI_API_KEY": ""}  # fmt: skip
-        import os
-
-        proc = subprocess.Popen([os.sys.executable, "-m", "proxy", "serve", "--port", str(port)], env={**os.environ, **env})
+        proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--port", str(port)], env={**os.environ, **env})
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(600):

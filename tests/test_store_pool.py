@@ -83,6 +83,7 @@ async def test_patient_timeout_forgives_a_busy_loop_but_not_a_hung_call() -> Non
 async def test_a_busy_loop_is_not_a_store_outage() -> None:
     store = SlowStore(0.25)  # answers after the call's deadline, while the event loop is blocked
     lim = make_limiter(store, Clock(), on_store_error="fail_closed", store_timeout_s=0.02)
+    await lim.register_scripts()  # one EVALSHA per call (no NOSCRIPT + EVAL: two waits)
     k = key(rpm=1000)
     blocker = _block_loop(0.5)
     results = await asyncio.gather(*(admit(lim, k) for _ in range(20)))

@@ -72,6 +72,7 @@ MAX_CONNECTIONS = 64  # in-flight store commands per process (AUTOROUTE_REDIS_MA
 POOL_WAIT_S = 5.0  # how long a command queues for one of them (AUTOROUTE_REDIS_POOL_WAIT_S)
 BACKSTOP_S = 5.0  # the client's socket/connect timeouts: patient_timeout fires long before on a live loop
 LATE_S = 0.02  # a timer that runs this late means the event loop was busy, not that the store was slow
+GRACE_TURNS = 3  # event-loop turns a deadline waits for callbacks already queued (a reply already received)
 POOL_HEADROOM = 8  # pool connections beyond the gate: admin reads, the decision writer, /readyz
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 
@@ -145,15 +146,17 @@ async def patient_timeout(seconds: float, cap_s: float = BACKSTOP_S) -> AsyncIte
     started = loop.time()
     async with asyncio.timeout(None) as scope:
 
-        def check(deadline: float) -> None:
+        def check(deadline: float, grace: int = GRACE_TURNS) -> None:
             nonlocal handle
             now = loop.time()
             if now - deadline > LATE_S and now + seconds - started < cap_s:
                 handle = loop.call_at(now + seconds, check, now + seconds)
+            elif grace:  # a reply already read is processed by callbacks queued before this one: let them run
+                handle = loop.call_soon(check, now, grace - 1)
             else:
                 scope.reschedule(now)  # expire now: the awaited call is cancelled, TimeoutError on exit
 
-        handle = loop.call_at(started + seconds, check, started + seconds)
+        handle: asyncio.Handle = loop.call_at(started + seconds, check, started + seconds)
         try:
             yield
         finally:
