@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.limits.store import StoreGate, is_store_failure, patient_timeout
+from proxy.store import StoreGate, is_store_failure, patient_timeout
 
 log = logging.getLogger("autoroute.limits")
 
