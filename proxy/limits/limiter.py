@@ -53,8 +53,9 @@ Guarantee ("holds exactly"), per key and per deployment, while the store is reac
   the key's reservation to expire like any other.)
 - Store unreachable: `policy.limits.on_store_error` = fail_closed -> 503 (StoreUnavailable);
   fail_open -> admitted without any reservation (no limit holds), counted in `stats` and
-  reported to `on_store_error`. Each call is bounded by the client timeouts plus an outer
-  timeout; after a failure the store is skipped for `retry_interval_s`, then tried again.
+  reported to `on_store_error`. How a call is queued, timed out and classified (a burst on a
+  healthy store is never a failure): `proxy/limits/guard.py`; after a failure the store is
+  skipped for `retry_interval_s`, then tried again.
 """
 
 from __future__ import annotations
