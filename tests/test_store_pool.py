@@ -158,3 +158,23 @@ def test_pool_and_queue_come_from_the_settings() -> None:
     assert (gate_of(client).limit, gate_of(client).wait_s) == (7, 1.5)
     pooled = create_redis(make_settings(redis_url="redis://127.0.0.1:1/0", redis_max_connections=7), LimitsPolicy())
     assert pooled.connection_pool.max_connections == 7 + 8 and gate_of(pooled).limit == 7
+
+
+async def test_a_slow_store_that_keeps_answering_is_not_an_outage() -> None:
+    """Answers one call every 50 ms (a CPU-starved Redis under a burst): each call waits far past
+    its 0.16 s deadline, but the store is visibly alive, so none trips the fail mode."""
+    store = SlowStore(0.0)
+    lim = make_limiter(store, Clock(), on_store_error="fail_open", store_timeout_s=0.02)
+    await lim.register_scripts()
+    k = key(rpm=1000)
+    await admit(lim, k)  # the store has answered once
+    turn = asyncio.Lock()
+
+    async def one_at_a_time(call: Any) -> Any:
+        async with turn:
+            await asyncio.sleep(0.05)
+            return await call
+
+    store._slow = one_at_a_time  # type: ignore[method-assign]
+    results = await asyncio.gather(*(admit(lim, k) for _ in range(15)))
+    assert not any(r.degraded for r in results) and lim.stats.store_errors == 0

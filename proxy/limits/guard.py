@@ -9,7 +9,8 @@
    settlement dropped for want of a connection would leave a reservation behind.
 2. The call itself runs under `patient_timeout(store_timeout_s * 8)` (2 s by default): the store must answer
    within that time *while this process is listening* (a busy event loop reading a reply late
-   is not a slow store). Only a failure *on the wire* (connection refused or reset, a
+   is not a slow store), and a store that keeps answering other calls meanwhile is slow, not
+   down: the call waits on, up to `BACKSTOP_S` (5 s) in all. Only a failure *on the wire* (connection refused or reset, a
    timeout, or a BUSY/LOADING/READONLY/MASTERDOWN/CLUSTERDOWN/TRYAGAIN reply during a failover)
    counts as a store failure: it raises `StoreFailure`, and the caller applies the fail mode.
 3. After a failure the store is skipped for `retry_interval_s` (calls fail fast), then tried again.
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -66,6 +68,10 @@ class StoreGuard:
         self.on_store_call = on_store_call
         self.down = False
         self.down_until = 0.0
+        self.answered_at = 0.0  # the event loop's time of the store's last answer
+
+    def _last_answer(self) -> float:
+        return self.answered_at
 
     async def call(self, op: str, fn: Callable[[], Any]) -> Any:
         if self.down and time.monotonic() < self.down_until:
@@ -75,7 +81,7 @@ class StoreGuard:
                 raise StoreFailure(op)
             started = time.perf_counter()
             try:
-                async with patient_timeout(self.op_timeout_s):
+                async with patient_timeout(self.op_timeout_s, progress=self._last_answer):
                     result = await fn()
             except Exception as exc:
                 if not is_store_failure(exc):
@@ -83,6 +89,7 @@ class StoreGuard:
                 self._observe(op, started, failed=True)
                 self._failed(op, exc)
         self._observe(op, started, failed=False)
+        self.answered_at = asyncio.get_running_loop().time()
         if self.down:
             self.down = False
             log.info("limits store reachable again (%s)", op)

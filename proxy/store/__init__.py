@@ -90,12 +90,14 @@ class StoreGate:
 
 
 @asynccontextmanager
-async def patient_timeout(seconds: float, cap_s: float = BACKSTOP_S) -> AsyncIterator[None]:
+async def patient_timeout(seconds: float, cap_s: float = BACKSTOP_S, progress: Callable[[], float] | None = None) -> AsyncIterator[None]:
     """Like `asyncio.timeout(seconds)`, except that time the event loop spent busy elsewhere is not
     held against the awaited call: when the deadline's timer itself runs late (the loop was
     blocked, so a reply may be sitting unread in the socket), the call gets another `seconds`.
-    A store that really hangs is still cut after `seconds` of a responsive loop, and never later
-    than `cap_s` in all. Raises TimeoutError like `asyncio.timeout`."""
+    Likewise while `progress()` (the loop time of the store's last answer to any call) shows the
+    store answering other calls within the last `seconds`: it is slow under load, not hung. A
+    store that really hangs is still cut after `seconds` of a responsive loop with no answers,
+    and never later than `cap_s` in all. Raises TimeoutError like `asyncio.timeout`."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with asyncio.timeout(None) as scope:
@@ -104,7 +106,8 @@ async def patient_timeout(seconds: float, cap_s: float = BACKSTOP_S) -> AsyncIte
         def check(deadline: float, grace: int = GRACE_TURNS) -> None:
             nonlocal handle
             now = loop.time()
-            if now - deadline > LATE_S and now + seconds - started < cap_s:
+            alive = progress is not None and now - progress() < seconds  # the store answered other calls meanwhile: slow, not hung
+            if (now - deadline > LATE_S or alive) and now + seconds - started < cap_s:
                 handle = loop.call_at(now + seconds, check, now + seconds)
             elif grace:  # a reply already read is processed by callbacks queued before this one: let them run
                 handle = loop.call_soon(check, now, grace - 1)
