@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AUTOROUTE_REDIS_URL", "REDIS_URL"),
         description="Limits store; unset = embedded in-process store (one process only)",
     )
+    redis_max_connections: int = Field(
+        64, ge=1, le=10_000, description="Store commands in flight per process (the pool holds 8 more); a burst queues beyond it"
+    )
+    redis_pool_wait_s: float = Field(5.0, gt=0, description="How long a store command queues for a connection before a 503 (not an outage)")
     master_key: SecretStr | None = Field(None, description="Guards /admin; once set, /v1 needs keys")
     open_mode: bool | None = Field(
         None, description="unset: open exactly when no master key is set; false: /v1 needs keys even without a master key"

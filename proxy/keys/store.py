@@ -30,11 +30,14 @@ takes its new limits) within `cache_ttl_s` on every replica, and at once on the 
 the change. Unknown keys are not cached, so a new key works at once everywhere. While the store
 is unreachable, a key this process saw within the last `stale_s` (default 60 s) keeps working
 from the cache (fail-static); any other key gets 503 (`StoreUnavailable`): auth never fails open.
+
+Bursts: concurrent lookups of one key share one GET (single flight: the first caller fetches,
+the others await its result), and every lookup takes a slot of the store's `StoreGate`, so
+800 concurrent first requests of one key are one round trip, not 800 queued on the pool.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -44,18 +47,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
+from proxy.store import SingleFlight, StoreBusy, gate_of, is_store_failure, patient_timeout
 from proxy.vocab import Preference
 
 KEY_PREFIX = "sk-ar-"
 _CHALLENGE = {"www-authenticate": "Bearer"}  # RFC 9110: a 401 says how to authenticate
 RECORD_RETENTION = timedelta(days=30)  # an expired key's record is kept this long, then dropped
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-STORE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 class KeyFields(BaseModel):
@@ -159,7 +160,7 @@ class KeyStore:
         cache_ttl_s: float = 5.0,
         stale_s: float = 60.0,
         cache_size: int = 10_000,
-        timeout_s: float = 1.0,
+        timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         open_mode: bool | None = None,
     ) -> None:
@@ -176,6 +177,7 @@ class KeyStore:
         # requires keys on /v1 (with the admin API off).
         self._open = (master_key is None) if open_mode is None else (open_mode and master_key is None)
         self._cache: dict[str, tuple[float, KeyRecord]] = {}  # key hash -> (fetched at, record)
+        self._flights = SingleFlight()
 
     # ------------------------------------------------------------------ redis names
     def _record_key(self, key_id: str) -> str:
@@ -252,11 +254,14 @@ class KeyStore:
         if cached is not None and now - cached[0] < self.cache_ttl_s:
             return cached[1]
         try:
-            async with asyncio.timeout(self.timeout_s):
-                raw = await self.redis.get(self._record_key(key_id_for(digest)))
-        except STORE_ERRORS as exc:
+            raw = await self._read_once(self._record_key(key_id_for(digest)), "get")
+        except Exception as exc:
+            if not isinstance(exc, StoreBusy) and not is_store_failure(exc):
+                raise
             if cached is not None and now - cached[0] < self.stale_s:
                 return cached[1]
+            if isinstance(exc, StoreBusy):
+                raise
             raise StoreUnavailable("Limits store unavailable: cannot check API keys. Retry shortly.") from exc
         record = KeyRecord.model_validate_json(raw) if raw else None
         if record is None or not hmac.compare_digest(record.key_hash, digest):
@@ -267,6 +272,15 @@ class KeyStore:
         while len(self._cache) > self.cache_size:
             self._cache.pop(next(iter(self._cache)))
         return record
+
+    async def _read_once(self, name: str, command: str) -> Any:
+        return await self._flights.run(name, lambda: self._read(name, command))
+
+    async def _read(self, name: str, command: str) -> Any:
+        """`command name` (GET or SCARD), one read shared by every concurrent caller asking for the same name."""
+        async with gate_of(self.redis).slot():
+            async with patient_timeout(self.timeout_s):
+                return await getattr(self.redis, command)(name)
 
     def _forget(self, record: KeyRecord) -> None:
         self._cache.pop(record.key_hash, None)

@@ -53,91 +53,35 @@ Guarantee ("holds exactly"), per key and per deployment, while the store is reac
   the key's reservation to expire like any other.)
 - Store unreachable: `policy.limits.on_store_error` = fail_closed -> 503 (StoreUnavailable);
   fail_open -> admitted without any reservation (no limit holds), counted in `stats` and
-  reported to `on_store_error`. Each call is bounded by the client timeouts plus an outer
-  timeout; after a failure the store is skipped for `retry_interval_s`, then tried again.
+  reported to `on_store_error`. How a call is queued, timed out and classified (a burst on a
+  healthy store is never a failure): `proxy/limits/guard.py`; after a failure the store is
+  skipped for `retry_interval_s`, then tried again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.errors import StoreUnavailable
 from proxy.keys.store import KeyRecord
 from proxy.limits.format import NUSD_PER_USD, RejectionContext, next_period_start, rate_limit_headers, rejection_error
-from proxy.limits.store import load_script
+from proxy.limits.guard import LimiterStats, StoreFailure, StoreGuard
+from proxy.limits.reservation import Reservation, usd_to_nusd
+from proxy.limits.store import gate_of, load_script
 from proxy.limits.usage import DAY_RETENTION, MONTH_RETENTION, TOTAL_TTL_S, StoreLayout, UsageStore, task_name
 from proxy.policy.limits import LimitsPolicy
 from proxy.policy.registry import Deployment
 
-log = logging.getLogger("autoroute.limits")
-
-_UNAVAILABLE_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
-
-
-@dataclass
-class LimiterStats:
-    """Read by the metrics module (counters since start)."""
-
-    store_errors: int = 0
-    fail_open_admissions: int = 0
-    fail_closed_rejections: int = 0
-    lost_settlements: int = 0
-
-
-@dataclass(frozen=True)
-class Reservation:
-    rid: str
-    key_id: str
-    model: str
-    deployment_id: str | None
-    tokens: int
-    nusd: int
-    task: str | None = None  # the task's store name (sanitised X-Task-Id)
-    task_ttl_s: int | None = None
-    agent: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    degraded: bool = False  # admitted without the store (fail_open): nothing is reserved
-    #: USD left in each of the key's budgets (day/month/total) once this reservation was made
-    budget_left_usd: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def estimated_cost_usd(self) -> float:
-        return self.nusd / NUSD_PER_USD
-
-    @property
-    def window_member(self) -> str:
-        return f"{self.rid}|{self.tokens}"
-
-    @property
-    def pending_member(self) -> str:
-        return f"{self.rid}|{self.nusd}"
-
-    @property
-    def task_member(self) -> str:
-        return f"{self.rid}|{self.nusd}|{self.tokens}"
-
-
-class _StoreFailure(Exception):
-    pass
-
-
-def usd_to_nusd(usd: float) -> int:
-    return max(math.ceil(round(usd * NUSD_PER_USD, 3)), 0)
+__all__ = ["Limiter", "LimiterStats", "Reservation", "usd_to_nusd"]
 
 
 class Limiter:
@@ -162,16 +106,13 @@ class Limiter:
             per_slot = isinstance(redis, RedisCluster)
         self.per_slot = per_slot
         self.clock = clock  # None: the store's clock for windows, time.time() for periods
-        self.on_store_error = on_store_error
-        # observe_store(op, seconds, failure=None | "fail_open" | "fail_closed"), e.g. Metrics.observe_store
-        self.on_store_call = on_store_call
-        self.retry_interval_s = retry_interval_s
-        self.op_timeout_s = policy.store_timeout_s * 4 + 0.1
         self.stats = LimiterStats()
+        self.guard = StoreGuard(
+            gate_of(redis), op_timeout_s=policy.store_timeout_s * 8, retry_interval_s=retry_interval_s,
+            fail_mode=policy.on_store_error, stats=self.stats, on_store_error=on_store_error, on_store_call=on_store_call,
+        )  # fmt: skip
         self.layout = StoreLayout(prefix)
         self.usage = UsageStore(redis, self.layout, self._now_s)
-        self._down_until = 0.0
-        self._down = False
         self._admit = load_script("admit")
         self._settle = load_script("settle")
         self._spent = load_script("spent")
@@ -192,39 +133,7 @@ class Limiter:
 
     # ------------------------------------------------------------------ store access
     async def _call(self, op: str, fn: Callable[[], Any]) -> Any:
-        if self._down and time.monotonic() < self._down_until:
-            raise _StoreFailure(op)
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.op_timeout_s):
-                result = await fn()
-        except ResponseError as exc:
-            if not str(exc).startswith(_UNAVAILABLE_REPLIES):
-                raise
-            self._observe(op, started, failed=True)
-            self._failed(op, exc)
-        except (RedisConnectionError, RedisTimeoutError, RedisError, OSError, TimeoutError) as exc:
-            self._observe(op, started, failed=True)
-            self._failed(op, exc)
-        self._observe(op, started, failed=False)
-        if self._down:
-            self._down = False
-            log.info("limits store reachable again (%s)", op)
-        return result
-
-    def _observe(self, op: str, started: float, *, failed: bool) -> None:
-        if self.on_store_call is not None:
-            self.on_store_call(op, time.perf_counter() - started, failure=self.policy.on_store_error if failed else None)
-
-    def _failed(self, op: str, exc: BaseException) -> None:
-        self.stats.store_errors += 1
-        if not self._down:
-            log.warning("limits store unreachable during %s: %s: %s", op, type(exc).__name__, exc)
-        self._down = True
-        self._down_until = time.monotonic() + self.retry_interval_s
-        if self.on_store_error is not None:
-            self.on_store_error(op, exc)
-        raise _StoreFailure(op) from exc
+        return await self.guard.call(op, fn)
 
     async def _script(self, script: Any, keys: list[str], params: dict[str, Any]) -> Any:
         return await script(self.redis, keys, [orjson.dumps(params).decode()])
@@ -284,7 +193,7 @@ class Limiter:
             base["now"] = int(self.clock() * 1000)
         try:
             result = await self._admit_sections(res, base, sections)
-        except _StoreFailure:
+        except StoreFailure:
             return self._store_down_admission(res)
         if not result["ok"]:
             raise rejection_error(result, self._context(key, res, deployment, task_id, task_cost, task_tokens, now))
@@ -420,7 +329,7 @@ class Limiter:
         try:
             for keys, params in calls:
                 await self._call(op, functools.partial(self._script, self._settle, keys, params))
-        except _StoreFailure:
+        except StoreFailure:
             self.stats.lost_settlements += 1
 
     # ------------------------------------------------------------------ reads
@@ -438,7 +347,7 @@ class Limiter:
         keys = self.layout.key_keys(key.id, task, day, month)
         try:
             spent = orjson.loads(await self._call("read", lambda: self._script(self._spent, keys, params)))
-        except _StoreFailure:
+        except StoreFailure:
             if self.policy.on_store_error == "fail_open":
                 return None
             raise StoreUnavailable("Limits store unavailable: cannot read the key's budget. Retry shortly.") from None

@@ -7,6 +7,22 @@ Owns how the process talks to Redis, nothing about what it stores (that is `limi
   and connect timeouts (`policy.limits.store_timeout_s`), a health check on idle pooled
   connections, and one immediate retry on a dropped connection only (so a restarted Redis is
   reconnected on the next command, while a hung one costs at most about two timeouts).
+- With `redis+cluster://host:port[,host:port...]` (seed nodes; `rediss+cluster://` for TLS):
+  redis-py's `RedisCluster`, which follows MOVED/ASK and re-reads the slot map after a
+  failover. Every script call's keys share one hash tag (`proxy/limits/usage.py`), and the
+  limiter runs a key's and a deployment's sections as separate calls there (`per_slot`).
+- Timeouts that a busy proxy cannot fake (`patient_timeout`): a store call fails when the store
+  has not answered within `store_timeout_s * 8` (2 s by default) *while this process was listening*. A saturated
+  event loop (hundreds of requests in one process on a loaded host) reads replies late; a plain
+  timeout would call that a store outage and trip the fail mode for every request (a healthy
+  cluster under a 500-request burst gave 500 false 503s that way). The client's own socket and
+  connect timeouts are only a backstop (`BACKSTOP_S`).
+- Pool and queue (`StoreGate`): at most `AUTOROUTE_REDIS_MAX_CONNECTIONS` store commands are
+  in flight per process (the pool holds a few more for admin reads and the decision writer);
+  a burst beyond that *queues* for up to `AUTOROUTE_REDIS_POOL_WAIT_S`. Waiting for a
+  connection is load, not an outage: it never trips the fail mode (only a command that fails
+  or times out on the wire does). A wait that runs out is a 503 `limits_store_busy` with
+  Retry-After, and the store is not marked down.
 - Without one: an embedded, in-process fakeredis with Lua (lupa). It runs the same scripts,
   but it lives in this process only: several workers or replicas would each have their own
   limits. The app must log that at start-up (`describe()` gives the sentence).
@@ -25,46 +41,108 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import fakeredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    NoScriptError,
+)
 
 from proxy.policy.limits import LimitsPolicy
 from proxy.settings import Settings
+from proxy.store import (  # noqa: F401  (re-exported: the store's one import point for limits and tests)
+    BACKSTOP_S,
+    MAX_CONNECTIONS,
+    POOL_WAIT_S,
+    SingleFlight,
+    StoreBusy,
+    StoreGate,
+    gate_of,
+    is_store_failure,
+    patient_timeout,
+)
 
 HEALTH_CHECK_INTERVAL_S = 10
-MAX_CONNECTIONS = 64
+POOL_HEADROOM = 8  # pool connections beyond the gate: admin reads, the decision writer, /readyz
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 
 
-def create_redis(settings: Settings, limits: LimitsPolicy) -> Redis:
-    """A Redis client for `settings.redis_url`, or an embedded fakeredis when it is unset."""
-    if settings.redis_url is None:
-        return embedded_redis()
-    return connect_redis(settings.redis_url.get_secret_value(), timeout_s=limits.store_timeout_s)
+def create_redis(settings: Settings, limits: LimitsPolicy) -> Any:
+    """A Redis (or Redis Cluster) client for `settings.redis_url`, or an embedded fakeredis when it is unset."""
+    size, wait = settings.redis_max_connections, settings.redis_pool_wait_s
+    client = (
+        embedded_redis()
+        if settings.redis_url is None
+        else connect_redis(settings.redis_url.get_secret_value(), timeout_s=limits.store_timeout_s, max_connections=size)
+    )
+    setattr(client, "autoroute_gate", StoreGate(size, wait))  # noqa: B010  (read back by gate_of)
+    return client
 
 
-def connect_redis(url: str, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> Redis:
-    """`redis.asyncio` client with short timeouts; never waits long on a dead or hung server.
+def connect_redis(url: str, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> Any:
+    """`redis.asyncio` client; the hot path bounds each call with `patient_timeout(timeout_s * 8)`,
+    and the socket timeouts here (`BACKSTOP_S`) bound everything else (admin reads, the decision writer).
 
-    A blocking pool: under a burst, a command waits (at most `timeout_s`) for one of
-    `max_connections` connections instead of failing at once, as redis-py's default pool does
-    when its 100 connections are busy.
+    `max_connections` is the gate's size; the pool gets `POOL_HEADROOM` more. Its own wait is a
+    backstop only: the gate in front of it is where a burst queues.
     """
+    if urlsplit(url).scheme in CLUSTER_SCHEMES:
+        return connect_cluster(url, timeout_s=timeout_s, max_connections=max_connections)
     pool = BlockingConnectionPool.from_url(
         url,
-        max_connections=max_connections,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
+        max_connections=max_connections + POOL_HEADROOM,
+        timeout=POOL_WAIT_S,
+        socket_timeout=max(timeout_s, BACKSTOP_S),
+        socket_connect_timeout=max(timeout_s, BACKSTOP_S),
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         decode_responses=True,
     )
     return Redis.from_pool(pool)
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """`redis+cluster://[user:pass@]h1:p1[,h2:p2...][?...]` -> seed nodes and client options."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    auth, _, hosts = netloc.rpartition("@")
+    options: dict[str, Any] = {"ssl": CLUSTER_SCHEMES[parts.scheme]}
+    if auth:
+        user, _, password = auth.partition(":")
+        options.update(username=unquote(user) or None, password=unquote(password) or None)
+    nodes = []
+    for seed in filter(None, (h.strip() for h in hosts.split(","))):
+        host, sep, port = seed.rpartition(":")
+        nodes.append((host.strip("[]"), int(port)) if sep else (seed, 6379))
+    if not nodes:
+        raise ValueError("REDIS_URL redis+cluster:// needs at least one host:port seed node")
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError("Redis Cluster has database 0 only: drop the /db from REDIS_URL")
+    for name, values in parse_qs(parts.query).items():
+        options[name] = values[-1]
+    return nodes, options
+
+
+def connect_cluster(url: str, *, timeout_s: float, max_connections: int = MAX_CONNECTIONS) -> RedisCluster:
+    """redis-py's cluster client: follows MOVED/ASK, re-reads the slot map after a failover.
+
+    `max_connections` is per node (the gate bounds the process's total below it)."""
+    nodes, options = cluster_nodes(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        max_connections=max_connections + POOL_HEADROOM,
+        socket_timeout=max(timeout_s, BACKSTOP_S),
+        socket_connect_timeout=max(timeout_s, BACKSTOP_S),
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(NoBackoff(), 1),  # one more try after a MOVED-less failure: the slot map is re-read first
+        decode_responses=True,
+        **options,
+    )
 
 
 def embedded_redis() -> Redis:
@@ -80,6 +158,9 @@ def describe(redis: Any) -> str:
     """One line for the start-up log saying which store is in use (never the password)."""
     if is_embedded(redis):
         return "limits store: embedded in-process store (no REDIS_URL); limits hold for this one process only, and reset when it restarts"
+    if isinstance(redis, RedisCluster):
+        seeds = ", ".join(f"{n.host}:{n.port}" for n in redis.nodes_manager.startup_nodes.values())
+        return f"limits store: Redis Cluster, seed nodes {seeds}"
     kwargs = redis.connection_pool.connection_kwargs
     where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
     return f"limits store: Redis at {where} db {kwargs.get('db', 0)}"
@@ -89,7 +170,8 @@ async def ping(redis: Any, timeout_s: float = 1.0) -> bool:
     """Readiness probe: True when the store answers PING within `timeout_s`."""
     try:
         async with asyncio.timeout(timeout_s):
-            return bool(await redis.ping())
+            reply = await redis.ping()
+            return all(reply.values()) if isinstance(reply, dict) else bool(reply)
     except Exception:
         return False
 

@@ -1,0 +1,45 @@
+"""One request's reservation in the limits store (what `Limiter.reserve` returns) and the USD unit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from proxy.limits.format import NUSD_PER_USD
+
+
+@dataclass(frozen=True)
+class Reservation:
+    rid: str
+    key_id: str
+    model: str
+    deployment_id: str | None
+    tokens: int
+    nusd: int
+    task: str | None = None  # the task's store name (sanitised X-Task-Id)
+    task_ttl_s: int | None = None
+    agent: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    degraded: bool = False  # admitted without the store (fail_open): nothing is reserved
+    #: USD left in each of the key's budgets (day/month/total) once this reservation was made
+    budget_left_usd: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        return self.nusd / NUSD_PER_USD
+
+    @property
+    def window_member(self) -> str:
+        return f"{self.rid}|{self.tokens}"
+
+    @property
+    def pending_member(self) -> str:
+        return f"{self.rid}|{self.nusd}"
+
+    @property
+    def task_member(self) -> str:
+        return f"{self.rid}|{self.nusd}|{self.tokens}"
+
+
+def usd_to_nusd(usd: float) -> int:
+    return max(math.ceil(round(usd * NUSD_PER_USD, 3)), 0)
