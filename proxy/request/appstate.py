@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from proxy.keys.store import KeyStore
 from proxy.limits import store
 from proxy.limits.limiter import Limiter
 from proxy.observe.decisions import Decisions
+from proxy.observe.feedback import FeedbackStore
 from proxy.observe.metrics import Metrics
 from proxy.policy import Policy, load_policy
 from proxy.providers import Providers
@@ -50,6 +52,7 @@ class AppState:
     decisions: Decisions
     llm_classifier: LLMClassifier | None
     tokens: TokenCounter = field(default_factory=TokenCounter)
+    feedback: FeedbackStore = field(default_factory=FeedbackStore)
 
     @property
     def health(self) -> DeploymentHealth:
@@ -93,6 +96,19 @@ class AppState:
             checks["translation"] = self.litellm.loaded
         return checks
 
+    def reload(self) -> tuple[str, str]:
+        """Re-read the policy directory (routing, trained router, calibration) without a restart.
+
+        (old hash, new hash). Later decisions carry the new hash. A broken policy raises
+        PolicyError and the running one stays. Registry, deployments and limits are read by
+        the dispatcher and the limiter at start-up: changing those still needs a restart.
+        """
+        fresh = load_policy(self.settings.policy_dir, self.environ)
+        old, self.policy = self.policy, fresh
+        self.metrics.set_build_info(__version__, fresh.hash)
+        log.info("policy reloaded: %s -> %s", old.hash, fresh.hash)
+        return old.hash, fresh.hash
+
     async def record(self, ex: Exchange) -> None:
         """Account a finished request, once (settle, metrics, decision record)."""
         await accounting.record(self, ex)
@@ -118,7 +134,9 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     keys = KeyStore(redis, master)
     limiter = Limiter(redis, policy.limits, on_store_call=metrics.observe_store)
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
-    state = AppState(settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None)
+    feedback_file = environ.get("AUTOROUTE_FEEDBACK_FILE")
+    feedback = FeedbackStore(path=Path(feedback_file) if feedback_file else None)
+    state = AppState(settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None, feedback=feedback)
     if policy.routing.llm_classifier.enabled:
         state.llm_classifier = LLMClassifier(policy.routing.llm_classifier, state.complete_for_classifier)
     return state

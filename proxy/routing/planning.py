@@ -149,7 +149,7 @@ async def _routed(
     options = parse_route_options(
         req.model, {**view, "route": req.route} if req.route is not None else view, headers, key_defaults(key, policy, budget_remaining_usd)
     )
-    c = classify(view, input_tokens)
+    c = classify(view, state.policy.router, input_tokens)
     llm = state.llm_classifier
     if llm is not None and llm.wants(c) and _may_classify(policy, key):
         c = await llm.refine(view, c)
@@ -161,6 +161,9 @@ async def _routed(
     route = select(c, policy, options, available)
     decision = decision_record(decision_id, c, route, policy)
     overrides = overrides_of(route)
+    state.feedback.remember(
+        decision_id, key.id, state.policy.models[route.primary].tier, route.primary, decision["features"], route.policy_hash
+    )
     state.metrics.observe_route(
         category=c.category, model=route.primary, preference=route.preference, confidence=c.confidence, overrides=overrides
     )
@@ -191,6 +194,7 @@ def key_defaults(key: KeyRecord | None, policy: Policy, budget_remaining_usd: fl
         return KeyRouteDefaults(budget_remaining_usd=budget_remaining_usd)
     return KeyRouteDefaults(
         preference=key.route_preference,
+        quality_target=key.route_quality_target,
         self_hosted_only=key.self_hosted_only,
         allowed_model_patterns=tuple(key.allowed_models),
         allowed_models=access.allowed_ids(key, policy.models.values()),

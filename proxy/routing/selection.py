@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from proxy.errors import BudgetExceeded, NoCapableModel
 from proxy.policy import Policy
 from proxy.policy.registry import ModelSpec
 from proxy.policy.routing import CategoryRoute
+from proxy.routing import dial
 from proxy.routing.classify import Classification
 from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
+from proxy.routing.record import decision_record
 
 __all__ = [
     "KeyRouteDefaults",
@@ -55,6 +57,7 @@ class RoutePlan:
     policy_hash: str
     steps: tuple[RouteStep, ...]
     overrides: tuple[str, ...] = ()  # constraint codes (see _SHORT) that moved the matrix's pick
+    quality_target: float | None = None  # the dial's target (None: the decision matrix chose)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -263,8 +266,18 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         raise _no_capable(failures, need)
 
     row = routing.matrix.get(c.category)  # type: ignore[call-overload]
-    pick, rule = _preferred(c, row, pref, policy, need, rank)
-    notes = [f"{c.category}, complexity {c.complexity}, {pref} ({options.preference_source}): {rule} -> {pick}"]
+    target: float | None = None
+    if c.adequacy is not None and routing.quality_target is not None and not options.local_only:
+        target = dial.target_for(policy, pref, options.quality_target)
+        source = options.quality_target_source if options.quality_target is not None else f"{pref}, {options.preference_source}"
+        probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
+        pool = [models[m] for m in capable if not models[m].local] or [models[m] for m in capable]
+        spec, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
+        pick = spec.id
+        notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
+    else:
+        pick, rule = _preferred(c, row, pref, policy, need, rank)
+        notes = [f"{c.category}, complexity {c.complexity}, {pref} ({options.preference_source}): {rule} -> {pick}"]
     if options.local_only:
         local = policy.resolve_model(routing.local_model) if routing.local_model else None
         if local is not None and local.id != pick:
@@ -308,6 +321,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
                     first_fallback=cloud if routing.allow_cloud_fallback else None,
                     local_fallbacks_only=not routing.allow_cloud_fallback,
                     overrides=(*overrides, "prefer_local"),
+                    quality_target=target,
                 )
             notes.append(f"prefer_local skipped: {local.id} {', '.join(_SHORT[code] for code in failures[local.id])}")
     return _plan(
@@ -323,6 +337,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         first_fallback=None,
         local_fallbacks_only=options.local_only,
         overrides=tuple(overrides),
+        quality_target=target,
     )
 
 
@@ -347,6 +362,7 @@ def _plan(
     first_fallback: str | None,
     local_fallbacks_only: bool,
     overrides: tuple[str, ...] = (),
+    quality_target: float | None = None,
 ) -> RoutePlan:
     models = policy.models
     spec = models[primary]
@@ -385,26 +401,5 @@ def _plan(
         policy_hash=policy.hash,
         overrides=overrides,
         steps=tuple(steps),
+        quality_target=quality_target,
     )
-
-
-def decision_record(decision_id: str, c: Classification, plan: RoutePlan, policy: Policy) -> dict[str, Any]:
-    """The routing decision with exactly the fields of `POST /v1/route`."""
-    spec = policy.models[plan.primary]
-    return {
-        "decision_id": decision_id,
-        "category": c.category,
-        "complexity": c.complexity,
-        "level": c.level,
-        "confidence": c.confidence,
-        "model": plan.primary,
-        "provider": spec.provider,
-        "tier": spec.tier,
-        "fallbacks": list(plan.fallbacks),
-        "estimated_input_tokens": c.estimated_input_tokens,
-        "estimated_output_tokens": plan.output_tokens,
-        "estimated_cost_usd": plan.estimated_cost_usd,
-        "reason": plan.reason,
-        "policy_hash": plan.policy_hash,
-        "signals": {k: dict(v) if isinstance(v, dict) else v for k, v in c.signals.items()},
-    }
