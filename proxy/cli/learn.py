@@ -65,7 +65,11 @@ def _train(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} ({len(raw):,} bytes, sha256 {router.digest[:16]}): {dict(router.meta)}")
     policy = replace(load_policy(args.policy, {}), router=None)
     data = [(row, replace(e.heuristic, adequacy=tuple(float(x) for x in p))) for row, e, p in zip(rows, ex, oof, strict=True)]
-    print(curve.format_curve(curve.curve(policy, data), "cross-validated on the train split (choose quality_target here)"))
+    print(
+        curve.format_curve(
+            curve.curve(policy, data), "cross-validated on the train split (choose quality_target here; accuracy column = the heuristic's)"
+        )
+    )
     return 0
 
 

@@ -104,7 +104,7 @@ class LLMClassifierSettings(Strict):
 class QualityPoints(Strict):
     """The preferences as named points on the quality dial (`balanced` is `quality_target`)."""
 
-    cheapest: float = Field(0.8, gt=0, lt=1)
+    cheapest: float = Field(0.7, gt=0, lt=1)
     best_quality: float = Field(0.99, gt=0, lt=1)
 
 
@@ -114,7 +114,7 @@ class RoutingPolicy(Strict):
         "builtin", description="trained router artifact: 'builtin' (proxy/routing/model), a path (relative to the policy), or null"
     )
     quality_target: float | None = Field(
-        0.9, gt=0, lt=1, description="the dial: cheapest model whose P(adequate) meets it; null = the decision matrix"
+        0.83, gt=0, lt=1, description="the dial: cheapest model whose P(adequate) meets it; null = the decision matrix"
     )
     quality_points: QualityPoints = QualityPoints()
     reasoning_output_factor: float = Field(3.0, ge=1, description="hidden reasoning tokens: reasoning models' output cost x this")

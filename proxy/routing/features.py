@@ -24,9 +24,9 @@ from typing import Any
 
 from proxy.routing.textscan import Conversation
 
-TEXT_HEAD, TEXT_TAIL = 1000, 300  # characters of the last user turn read for words
-MAX_WORDS = 220
-GRAM_CHARS = 240  # characters (of the normalised first words) cut into char 4-grams
+TEXT_HEAD, TEXT_TAIL = 800, 200  # characters of the last user turn read for words
+MAX_WORDS = 160
+GRAM_CHARS = 200  # characters (of the normalised first words) cut into char 4-grams
 SIDE_CHARS = 300  # system prompt / previous turn
 _WORD = re.compile(r"\w+")
 
