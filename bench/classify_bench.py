@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 
 from proxy.policy import load_policy  # noqa: E402
 from proxy.routing.classify import classify  # noqa: E402
+from proxy.routing.learned import router_for  # noqa: E402
 from proxy.routing.options import RouteOptions  # noqa: E402
 from proxy.routing.selection import select  # noqa: E402
 from tests.eval.docs import make_document  # noqa: E402
@@ -37,7 +38,7 @@ def _percentile(samples: list[float], q: float) -> float:
 
 def _time(bodies: list[dict], rounds: int, policy, available) -> list[float]:  # type: ignore[no-untyped-def]
     options = RouteOptions()
-    router = policy.router
+    router = router_for(policy)
     for body in bodies:  # warm caches (tiktoken, regex) outside the measurement
         select(classify(body, router), policy, options, available)
     samples = []
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     policy = load_policy(ROOT / "policies", {})
     if args.heuristic:
-        policy = replace(policy, router=None)
+        policy = replace(policy, router_artifact=None)
     available = frozenset(policy.models)
     short = [r["body"] for r in load_requests() if classify(r["body"]).estimated_input_tokens < 4000]
     near_limit = [

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from proxy.admin import keys as admin_keys
 from proxy.admin import ops as admin_ops
+from proxy.admin import reload as admin_reload
 from proxy.admin.auth import require_admin
 from proxy.api import feedback as feedback_api
 from proxy.errors import NotFound, ProxyError
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             *admin_ops.routes,
             decisions_route(require_admin),
             *feedback_api.routes,
+            *admin_reload.routes,
         ],
         middleware=[Middleware(CancelOnDisconnect)],  # a client that leaves cancels its handler
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error, Exception: unexpected_error},

@@ -12,6 +12,7 @@ from proxy.errors import InvalidRequest
 from proxy.policy import Policy
 from proxy.routing import dial
 from proxy.routing.classify import Classification, classify
+from proxy.routing.learned import router_for
 from proxy.routing.options import KeyRouteDefaults, RouteOptions, parse_route_options
 from proxy.routing.selection import select
 from tests.conftest import REPO
@@ -31,17 +32,17 @@ def fixed(c: Classification, adequacy: tuple[float, float, float, float]) -> Cla
 
 
 def test_the_shipped_router_loads_and_gives_monotone_probabilities(policy: Policy) -> None:
-    assert policy.router is not None
-    c = classify(user("Prove that there are infinitely many primes p with p = 3 mod 4, rigorously."), policy.router)
+    assert router_for(policy) is not None
+    c = classify(user("Prove that there are infinitely many primes p with p = 3 mod 4, rigorously."), router_for(policy))
     assert c.adequacy is not None and c.adequacy[0] == 1.0
     assert all(a >= b for a, b in zip(c.adequacy, c.adequacy[1:], strict=False))
-    easy = classify(user("hi there!"), policy.router)
+    easy = classify(user("hi there!"), router_for(policy))
     assert easy.adequacy is not None and easy.adequacy[3] > c.adequacy[3]  # a greeting is more likely fine on tier 4
     assert c.signals["router"].startswith("learned:")
 
 
 def test_capital_of_france_without_gemini_goes_to_a_cheap_model_not_a_reasoner(policy: Policy) -> None:
-    c = classify(user("Capital of France?"), policy.router)
+    c = classify(user("Capital of France?"), router_for(policy))
     plan = select(c, policy, RouteOptions(), OPENAI_AND_DEEPSEEK)
     assert plan.primary not in ("deepseek/deepseek-r1", "openai/o4-mini", "openai/o3"), plan.reason
     assert policy.models[plan.primary].tier >= 3
@@ -60,7 +61,7 @@ def test_an_image_question_goes_to_the_cheapest_adequate_vision_model_not_the_fr
             }
         ],
     }
-    c = classify(body, policy.router)
+    c = classify(body, router_for(policy))
     plan = select(c, policy, RouteOptions(), OPENAI_AND_ANTHROPIC)
     assert policy.models[plan.primary].supports_vision
     assert plan.primary == "openai/gpt-4.1", plan.reason  # the only workhorse with vision among these
@@ -113,8 +114,8 @@ def test_quality_target_sources_request_then_preference_then_key() -> None:
 
 def test_inference_needs_neither_sklearn_nor_numpy() -> None:
     code = (
-        "import sys; from proxy.policy import load_policy; from proxy.routing.classify import classify\n"
-        "p = load_policy('policies', {}); c = classify({'messages': [{'role': 'user', 'content': 'hello'}]}, p.router)\n"
+        "import sys; from proxy.policy import load_policy; from proxy.routing.classify import classify; from proxy.routing.learned import router_for\n"
+        "p = load_policy('policies', {}); c = classify({'messages': [{'role': 'user', 'content': 'hello'}]}, router_for(p))\n"
         "assert c.adequacy is not None\n"
         "bad = [m for m in ('sklearn', 'numpy', 'scipy') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -131,5 +132,5 @@ def test_the_artifact_is_part_of_the_policy_hash(policy: Policy, tmp_path) -> No
     text = (without / "routing.yaml").read_text()
     (without / "routing.yaml").write_text(text.replace("router: builtin", "router: null"))
     first, second = load_policy(plain, {}), load_policy(without, {})
-    assert first.router is not None and second.router is None
+    assert first.router_artifact is not None and second.router_artifact is None
     assert first.hash != second.hash

@@ -1,4 +1,4 @@
-"""`POST /v1/feedback` (a key rates its own decisions), `GET /admin/feedback`, `POST /admin/reload`."""
+"""`POST /v1/feedback`: a key rates its own routing decisions (proxy/observe/feedback.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.admin.auth import require_admin
 from proxy.errors import InvalidRequest
 from proxy.keys.store import bearer_token
-from proxy.observe.feedback import export, parse_feedback
+from proxy.observe.feedback import parse_feedback
 
 MAX_FEEDBACK_BYTES = 16_384
 
@@ -31,19 +30,4 @@ async def feedback(request: Request) -> Response:
     return Response(orjson.dumps(out), media_type="application/json")
 
 
-async def admin_feedback(request: Request) -> Response:
-    require_admin(request)
-    return export(request.app.state.autoroute.feedback)
-
-
-async def admin_reload(request: Request) -> Response:
-    require_admin(request)
-    old, new = request.app.state.autoroute.reload()
-    return Response(orjson.dumps({"reloaded": True, "previous_policy_hash": old, "policy_hash": new}), media_type="application/json")
-
-
-routes = [
-    Route("/v1/feedback", feedback, methods=["POST"]),
-    Route("/admin/feedback", admin_feedback, methods=["GET"]),
-    Route("/admin/reload", admin_reload, methods=["POST"]),
-]
+routes = [Route("/v1/feedback", feedback, methods=["POST"])]

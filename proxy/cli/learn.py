@@ -63,8 +63,10 @@ def _train(args: argparse.Namespace) -> int:
 
     router = load_router(args.out)
     print(f"wrote {args.out} ({len(raw):,} bytes, sha256 {router.digest[:16]}): {dict(router.meta)}")
-    policy = replace(load_policy(args.policy, {}), router=None)
-    data = [(row, replace(e.heuristic, adequacy=tuple(float(x) for x in p))) for row, e, p in zip(rows, ex, oof, strict=True)]
+    policy = replace(load_policy(args.policy, {}), router_artifact=None)
+    data = [
+        (row, replace(e.heuristic, adequacy=(1.0, float(p[1]), float(p[2]), float(p[3])))) for row, e, p in zip(rows, ex, oof, strict=True)
+    ]
     print(
         curve.format_curve(
             curve.curve(policy, data), "cross-validated on the train split (choose quality_target here; accuracy column = the heuristic's)"
@@ -84,7 +86,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"wrote {path}; reload the proxy (POST /admin/reload or SIGHUP) to apply it")
         return 0
     policy = load_policy(args.policy, {})
-    if policy.router is None:
+    if policy.router_artifact is None:
         print("autoroute: the policy has no trained router (routing.yaml router); nothing to calibrate", file=sys.stderr)
         return 2
     split = split_module(args.corpus)

@@ -121,6 +121,7 @@ def _route(args: argparse.Namespace) -> int:
     from proxy.policy import load_policy
     from proxy.request.exchange import new_decision_id
     from proxy.routing.classify import classify
+    from proxy.routing.learned import router_for
     from proxy.routing.options import parse_route_options
     from proxy.routing.selection import decision_record, select
     from proxy.settings import Settings, load_environ
@@ -143,7 +144,7 @@ def _route(args: argparse.Namespace) -> int:
         return 2
     available = frozenset(policy.models) if args.all_available else available_models(policy, environ)
     try:
-        c = classify(body, policy.router)
+        c = classify(body, router_for(policy))
         plan = select(c, policy, parse_route_options(body.get("model", "auto"), body, {}), available)
     except ProxyError as exc:
         print(orjson.dumps(exc.body(), option=orjson.OPT_INDENT_2).decode())

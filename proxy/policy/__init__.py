@@ -28,13 +28,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from proxy.errors import PolicyError
+from proxy.policy.artifact import DEFAULT_ARTIFACT, RouterArtifact, load_artifact
 from proxy.policy.dispatch import DispatchPolicy
 from proxy.policy.limits import LimitsPolicy
 from proxy.policy.loader import read_yaml, validate
 from proxy.policy.observability import ObservabilityPolicy
 from proxy.policy.registry import Deployment, ModelSpec, RegistryFile
 from proxy.policy.routing import RoutingPolicy
-from proxy.routing.learned import DEFAULT_ARTIFACT, Router, load_router
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -56,7 +56,7 @@ class Policy:
     observability: ObservabilityPolicy = ObservabilityPolicy()
     hash: str = ""
     source: Path | None = None
-    router: Router | None = field(default=None, repr=False)
+    router_artifact: RouterArtifact | None = field(default=None, repr=False)
     # category -> tier -> factor on the router's P(adequate) (feedback; absent = 1.0)
     calibration: Mapping[str, Mapping[int, float]] = field(default_factory=dict, repr=False)
     models: dict[str, ModelSpec] = field(default_factory=dict, repr=False)
@@ -107,17 +107,17 @@ def load_policy(directory: Path | str, environ: Mapping[str, str]) -> Policy:
     if router is not None:
         digest.update(b"router\0" + router.digest.encode() + b"\0")
     calibration = _load_calibration(directory / CALIBRATION_FILE, digest)
-    policy = Policy(**sections, hash=digest.hexdigest()[:16], source=directory, router=router, calibration=calibration)  # type: ignore[arg-type]
+    policy = Policy(**sections, hash=digest.hexdigest()[:16], source=directory, router_artifact=router, calibration=calibration)  # type: ignore[arg-type]
     _check_cross_references(policy, directory)
     return policy
 
 
-def _load_router(directory: Path, setting: str | None) -> Router | None:
+def _load_router(directory: Path, setting: str | None) -> RouterArtifact | None:
     if setting is None:
         return None
     path = DEFAULT_ARTIFACT if setting == "builtin" else directory / setting
     try:
-        return load_router(path)
+        return load_artifact(path)
     except (OSError, ValueError) as exc:
         if setting == "builtin" and not path.exists():
             return None  # a checkout without the trained weights routes with the heuristic and the matrix

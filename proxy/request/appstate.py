@@ -30,6 +30,7 @@ from proxy.providers.litellm_lib import LazyLitellm
 from proxy.request import accounting
 from proxy.request.exchange import Exchange
 from proxy.routing import tokens
+from proxy.routing.learned import router_for
 from proxy.routing.llm_classifier import LLMClassifier
 from proxy.routing.tokens import TokenCounter
 from proxy.settings import Settings
@@ -68,6 +69,7 @@ class AppState:
         if self.needs_translation:  # load litellm's translation layer off the event loop
             self.litellm.start()
         tokens.warm_up()
+        router_for(self.policy)
         log.info(store.describe(self.redis))
         try:
             log.info(await self.keys.startup_notice())
@@ -104,6 +106,7 @@ class AppState:
         the dispatcher and the limiter at start-up: changing those still needs a restart.
         """
         fresh = load_policy(self.settings.policy_dir, self.environ)
+        router_for(fresh)  # build the trained router before the first request needs it
         old, self.policy = self.policy, fresh
         self.metrics.set_build_info(__version__, fresh.hash)
         log.info("policy reloaded: %s -> %s", old.hash, fresh.hash)

@@ -1,30 +1,31 @@
 """The trained router (owns: category and per-tier adequacy probabilities from the shipped weights).
 
-The artifact (`proxy/routing/model/router.json.gz`, rebuilt by `autoroute train`) holds one
+The artifact (`proxy/routing/model/router.json.gz`, rebuilt by `autoroute train`, read by the
+policy loader and part of the policy hash) holds one
 linear model over the features of `proxy/routing/features.py`: 8 category logits (softmax) and,
 for tiers 2, 3 and 4, the logit of "a model of this tier is adequate" (ordinal: the least
 adequate tier is >= t), each mapped to a probability by an isotonic calibrator fitted on
 cross-validated predictions of the training split. Tier 1 is adequate by definition.
 
 Inference is pure Python (no scikit-learn, no numpy): a dict lookup per feature string and a
-column sum over the found weight rows. The file is read once (`load_router`, at policy load);
+column sum over the found weight rows. `router_for(policy)` builds the model once per artifact;
 `predict` is pure.
 """
 
 from __future__ import annotations
 
 import bisect
-import gzip
-import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.routing.features import structure_features, text_features
 from proxy.routing.textscan import Conversation
+
+if TYPE_CHECKING:
+    from proxy.policy import Policy
 
 DEFAULT_ARTIFACT = Path(__file__).with_name("model") / "router.json.gz"
 TIERS = (1, 2, 3, 4)
@@ -112,11 +113,23 @@ class Router:
         return replace(c, category=p.category, confidence=round(p.confidence, 3), signals=signals, adequacy=p.adequacy)
 
 
+_ROUTERS: dict[str, Router] = {}  # artifact digest -> model, built once per artifact
+
+
+def router_for(policy: Policy) -> Router | None:
+    """The policy's trained router (None: heuristic and matrix only). Built on first use, then cached."""
+    artifact = policy.router_artifact
+    if artifact is None:
+        return None
+    router = _ROUTERS.get(artifact.digest)
+    if router is None:
+        router = _ROUTERS[artifact.digest] = Router(artifact.data, artifact.digest)
+    return router
+
+
 def load_router(path: Path | str = DEFAULT_ARTIFACT) -> Router:
-    """Read an artifact (gzip JSON). Raises OSError / ValueError on a missing or broken file."""
-    raw = Path(path).read_bytes()
-    data = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    for name in ("categories", "tiers", "bias", "weights", "calibration"):
-        if name not in data:
-            raise ValueError(f"{path}: not a router artifact (no {name!r})")
-    return Router(data, hashlib.sha256(raw).hexdigest())
+    """Read an artifact file into a model (training and tests; the proxy goes through the policy)."""
+    from proxy.policy.artifact import load_artifact
+
+    artifact = load_artifact(path)
+    return Router(artifact.data, artifact.digest)

@@ -23,6 +23,7 @@ from proxy.keys.store import KeyRecord
 from proxy.policy import Policy
 from proxy.policy.registry import ModelSpec
 from proxy.routing.classify import Classification, classify
+from proxy.routing.learned import router_for
 from proxy.routing.options import KeyRouteDefaults, is_auto, parse_route_options
 from proxy.routing.selection import RoutePlan, decision_record, select
 
@@ -149,7 +150,7 @@ async def _routed(
     options = parse_route_options(
         req.model, {**view, "route": req.route} if req.route is not None else view, headers, key_defaults(key, policy, budget_remaining_usd)
     )
-    c = classify(view, state.policy.router, input_tokens)
+    c = classify(view, router_for(policy), input_tokens)
     llm = state.llm_classifier
     if llm is not None and llm.wants(c) and _may_classify(policy, key):
         c = await llm.refine(view, c)

@@ -14,6 +14,7 @@ from typing import Any
 
 from proxy.policy import Policy
 from proxy.routing.classify import Classification, classify
+from proxy.routing.learned import router_for
 from proxy.routing.options import RouteOptions
 from proxy.routing.selection import select
 
@@ -33,7 +34,8 @@ class Point:
 
 
 def classified(policy: Policy, rows: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Classification]]:
-    return [(row, classify(row["body"], policy.router)) for row in rows]
+    router = router_for(policy)
+    return [(row, classify(row["body"], router)) for row in rows]
 
 
 def point(policy: Policy, data: Sequence[tuple[Mapping[str, Any], Classification]], target: float | None) -> Point:
