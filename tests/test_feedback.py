@@ -127,3 +127,18 @@ def test_replay_matches_a_hand_computed_case(policy: Policy, tmp_path: Path) -> 
     assert cls.adequacy_after == pytest.approx(0.85)
     text = format_deltas(deltas, "abc")
     assert "qa_retrieval" in text and "+0.140" in text
+
+
+def test_a_task_retried_at_a_stronger_tier_marks_the_first_decision_bad() -> None:
+    from proxy.observe.feedback import FeedbackStore
+
+    store = FeedbackStore()
+    store.remember("d1", "k1", 4, "openai/gpt-4.1-nano", {"category": "qa_retrieval"}, "h", task_id="t")
+    store.remember("d2", "k1", 4, "openai/gpt-4.1-nano", {"category": "qa_retrieval"}, "h", task_id="t")  # same tier: no signal
+    assert store.records() == []
+    store.remember("d3", "k2", 1, "google/gemini-2.5-pro", {"category": "qa_retrieval"}, "h", task_id="t")  # another key's task
+    assert store.records() == []
+    store.remember("d4", "k1", 2, "google/gemini-2.5-flash", {"category": "qa_retrieval"}, "h", task_id="t")
+    [signal] = store.records()
+    assert signal["decision_id"] == "d2" and signal["score"] == 0.0 and signal["reason"] == "retried_stronger"
+    assert signal["source"] == "implicit" and signal["tier"] == 4

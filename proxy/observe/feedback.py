@@ -5,8 +5,8 @@ features the router used (category, per-tier adequacy, token estimates: never pr
 A rating arrives as `{"decision_id", "rating": "good"|"bad"}` or `{"decision_id", "score": 0..1}`
 with an optional `reason`, under the same key: an unknown decision id, or one made by another
 key, is 404 (a key cannot probe or rate another key's traffic). Implicit signals are recorded
-by the pipeline: an upstream error, a truncated answer (finish_reason "length"), a tool call
-whose arguments do not parse. `GET /admin/feedback` returns the records as JSONL, the input of
+by the proxy: an upstream error (the routed model and its fallbacks failed), and the same task
+(X-Task-Id) routed again to a more capable tier (a retry with a stronger preference or target). `GET /admin/feedback` returns the records as JSONL, the input of
 `autoroute calibrate --feedback` (per (category, tier) Beta posteriors -> calibration.json).
 With AUTOROUTE_FEEDBACK_FILE set, each record is also appended to that file.
 """
@@ -39,8 +39,27 @@ class FeedbackStore:
         self._decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._records: list[dict[str, Any]] = []
         self._records_kept = records_kept
+        self._tasks: OrderedDict[tuple[str | None, str], str] = OrderedDict()  # (key, task) -> its last decision
 
-    def remember(self, decision_id: str, key_id: str | None, tier: int, model: str, features: Mapping[str, Any], policy_hash: str) -> None:
+    def remember(
+        self,
+        decision_id: str,
+        key_id: str | None,
+        tier: int,
+        model: str,
+        features: Mapping[str, Any],
+        policy_hash: str,
+        task_id: str | None = None,
+    ) -> None:
+        """Keep a routed decision; a retry of the same task (X-Task-Id) at a higher tier marks the previous one bad."""
+        if task_id:
+            previous = self._tasks.get((key_id, task_id))
+            self._tasks[(key_id, task_id)] = decision_id
+            while len(self._tasks) > self.kept:
+                self._tasks.popitem(last=False)
+            before = self._decisions.get(previous) if previous else None
+            if before is not None and previous is not None and tier < before["tier"]:
+                self.submit(previous, key_id, 0.0, "retried_stronger", source="implicit")
         self._decisions[decision_id] = {
             "key_id": key_id,
             "tier": tier,

@@ -75,11 +75,11 @@ class Router:
     def logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
         get = self.weights.get
         found = [v for v in map(get, text) if v is not None]
-        tsum = [sum(col) for col in zip(*found, strict=True)] if found else self._zero
+        tsum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
         scale = 1.0 / math.sqrt(len(text)) if text else 0.0
         found = [v for v in map(get, structure) if v is not None]
-        ssum = [sum(col) for col in zip(*found, strict=True)] if found else self._zero
-        return [b + scale * t + s for b, t, s in zip(self.bias, tsum, ssum, strict=True)]
+        ssum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
+        return [b + scale * t + s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
 
     def probabilities(self, logits: Sequence[float]) -> Prediction:
         n = len(self.categories)

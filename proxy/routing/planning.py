@@ -163,7 +163,13 @@ async def _routed(
     decision = decision_record(decision_id, c, route, policy)
     overrides = overrides_of(route)
     state.feedback.remember(
-        decision_id, key.id, state.policy.models[route.primary].tier, route.primary, decision["features"], route.policy_hash
+        decision_id,
+        key.id,
+        state.policy.models[route.primary].tier,
+        route.primary,
+        decision["features"],
+        route.policy_hash,
+        task_id=headers.get("x-task-id") or None,
     )
     state.metrics.observe_route(
         category=c.category, model=route.primary, preference=route.preference, confidence=c.confidence, overrides=overrides
