@@ -187,6 +187,9 @@ def _need(c: Classification, policy: Policy, options: RouteOptions, available: f
     )
 
 
+_MONEY = frozenset({"budget", "cost_cap"})
+
+
 def select(c: Classification, policy: Policy, options: RouteOptions, available: frozenset[str]) -> RoutePlan:
     """Choose the primary model and fallbacks for a classified request (pure)."""
     routing = policy.routing
@@ -211,7 +214,9 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         target = dial.target_for(policy, pref, options.quality_target)
         source = options.quality_target_source if options.quality_target is not None else f"{pref}, {options.preference_source}"
         probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
-        pool = [models[m] for m in capable if not models[m].local] or [models[m] for m in capable]
+        # the dial chooses among models that fit everything but the money; a budget or cost cap then
+        # downgrades the choice below, with the reason and the override saying so
+        pool = [m for m in models.values() if not m.local and set(failures[m.id]) <= _MONEY] or [models[m] for m in capable]
         chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
         pick = chosen.id
         notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
