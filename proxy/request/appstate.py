@@ -139,7 +139,9 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
     feedback_file = environ.get("AUTOROUTE_FEEDBACK_FILE")
     feedback = FeedbackStore(path=Path(feedback_file) if feedback_file else None)
-    state = AppState(settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None, feedback=feedback)
+    state = AppState(
+        settings, policy, environ, upstreams, litellm, dispatcher, redis, keys, limiter, metrics, decisions, None, feedback=feedback
+    )
     if policy.routing.llm_classifier.enabled:
         state.llm_classifier = LLMClassifier(policy.routing.llm_classifier, state.complete_for_classifier)
     return state

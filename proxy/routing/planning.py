@@ -164,7 +164,7 @@ async def _routed(
     overrides = overrides_of(route)
     state.feedback.remember(
         decision_id,
-        key.id,
+        key.id if key is not None else None,
         state.policy.models[route.primary].tier,
         route.primary,
         decision["features"],
