@@ -21,7 +21,9 @@ from starlette.routing import Route
 
 from proxy.admin import keys as admin_keys
 from proxy.admin import ops as admin_ops
+from proxy.admin import reload as admin_reload
 from proxy.admin.auth import require_admin
+from proxy.api import feedback as feedback_api
 from proxy.errors import NotFound, ProxyError
 from proxy.observe.decisions import decisions_route
 from proxy.observe.export import mark_worker_dead, metrics_route, multiprocess_dir, start_metrics_server
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.startup()
         on_stop_signal(state.drain.begin)
+        _on_sighup(state)
         metrics_server = None
         if settings.metrics_port and not multiprocess_dir():  # several workers: cli.py serves it
             metrics_server, _ = start_metrics_server(settings.metrics_port, settings.host, state.metrics.registry)
@@ -68,6 +71,8 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             *admin_keys.routes,
             *admin_ops.routes,
             decisions_route(require_admin),
+            *feedback_api.routes,
+            *admin_reload.routes,
         ],
         middleware=[Middleware(CancelOnDisconnect)],  # a client that leaves cancels its handler
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error, Exception: unexpected_error},
@@ -93,6 +98,19 @@ def on_stop_signal(callback: Callable[[], None]) -> None:
             previous(signum, frame)
 
         signal.signal(sig, handler)
+
+
+def _on_sighup(state: AppState) -> None:
+    """SIGHUP reloads the policy (routing, trained router, calibration); a broken one is logged and kept out."""
+
+    def reload() -> None:
+        try:
+            state.reload()
+        except Exception as exc:
+            log.error("policy reload failed, the running policy stays: %s", exc)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread / no signals here
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def create_app_from_env() -> Starlette:

@@ -1,4 +1,5 @@
-"""The evaluation set's targets (deterministic: no timing). Figures: tests/eval/run_eval.py."""
+"""Evaluation gates (deterministic: no timing). The trained router is gated only on the frozen test split
+and x.jsonl; the heuristic alone on the older labelled sets. Figures: tests/eval/run_eval.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.policy import load_policy
-from tests.eval.run_eval import HOLDOUT, HOLDOUT2, TARGETS, EvalResult, evaluate, load_requests
+from tests.eval.run_eval import CROSS_GATES, GATES, HOLDOUT, HOLDOUT2, TARGETS, EvalResult, evaluate, load_requests
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
@@ -71,3 +72,39 @@ def test_holdout_sets_load_and_are_disjoint(path: Path, size: int) -> None:
     rows = load_requests(path)
     assert len(rows) >= size
     assert not {r["id"] for r in rows} & {r["id"] for r in load_requests()}
+
+
+@pytest.fixture(scope="module")
+def corpus_points() -> dict:
+    from tests.eval.run_eval import corpus_points as points
+
+    return points(load_policy(POLICIES, {}))
+
+
+def test_trained_router_on_the_frozen_test_split(corpus_points: dict) -> None:
+    p = corpus_points["test"]
+    assert p.n >= 600
+    assert p.accuracy >= GATES["accuracy"]
+    assert p.adequacy >= GATES["adequate"]
+    assert p.cost_share <= GATES["cost_share"]
+
+
+def test_trained_router_on_the_independent_cross_check_set(corpus_points: dict) -> None:
+    p = corpus_points["cross"]
+    assert p.n >= 400
+    assert p.accuracy >= CROSS_GATES["accuracy"]
+    assert p.adequacy >= CROSS_GATES["adequate"]
+    assert p.cost_share <= CROSS_GATES["cost_share"]
+
+
+def test_the_split_is_frozen() -> None:
+    """Every id listed at the freeze is still on the test side; no train row is in the list."""
+    from proxy.cli.learn import split_module
+    from tests.eval.run_eval import CORPUS
+
+    split = split_module(CORPUS)
+    frozen = set((CORPUS / "test_ids.txt").read_text().split())
+    assert frozen and all(split.is_test(i) for i in frozen)
+    train_ids = {r["id"] for r in split.corpus_rows("train", CORPUS)}
+    test_ids = {r["id"] for r in split.corpus_rows("test", CORPUS)}
+    assert frozen <= test_ids and not frozen & train_ids and not train_ids & test_ids

@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from proxy.app import create_app
+from proxy.policy import load_policy
 from proxy.routing.classify import classify
+from proxy.routing.learned import router_for
 from tests.conftest import POLICIES, make_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.policies import policy_copy
@@ -53,6 +55,6 @@ def test_garbage_verdict_keeps_the_heuristic(server: ThreadedServer, upstream: F
     upstream.replies["gpt-4.1-nano"] = "I think it is probably about code?"
     decision = route(server)
     assert decision["signals"]["llm"]["error"] == "invalid"
-    heuristic = classify({"model": "auto", "messages": VAGUE})
+    heuristic = classify({"model": "auto", "messages": VAGUE}, router_for(load_policy(POLICIES, {})))  # the verdict before the LLM
     assert (decision["category"], decision["complexity"]) == (heuristic.category, heuristic.complexity)
     assert 'autoroute_llm_classifier_requests_total{outcome="invalid"} 1.0' in httpx.get(server.url + "/metrics").text

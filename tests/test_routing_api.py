@@ -104,8 +104,11 @@ def test_preference_options(proxy_server, how: str, policy) -> None:  # type: ig
         return resp.json()
 
     cheap, best = decide("cheapest"), decide("best_quality")
-    assert cheap["estimated_cost_usd"] < best["estimated_cost_usd"]
+    # named points on the quality dial: best_quality never cheaper or less capable than cheapest
+    assert cheap["estimated_cost_usd"] <= best["estimated_cost_usd"]
     assert policy.models[best["model"]].tier <= policy.models[cheap["model"]].tier
+    points = policy.routing.quality_points
+    assert f"quality target {points.cheapest:.2f}" in cheap["reason"] and f"quality target {points.best_quality:.2f}" in best["reason"]
 
 
 def test_self_hosted_and_local_options(proxy_server, policy) -> None:  # type: ignore[no-untyped-def]

@@ -322,6 +322,7 @@ def test_decision_record_has_exactly_the_route_fields(policy: Policy, everything
         "reason",
         "policy_hash",
         "signals",
+        "features",
     ]
     assert record["model"] == plan.primary and record["tier"] == policy.models[plan.primary].tier
     assert record["provider"] == policy.models[plan.primary].provider and record["decision_id"] == "dec-1"

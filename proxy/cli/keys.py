@@ -65,6 +65,7 @@ def _field_options(p: argparse.ArgumentParser, *, creating: bool) -> None:
         p.add_argument(flag, type=kind, help=help_)
     p.add_argument("--allow-model", action="append", dest="allowed_models", help="model id glob (repeatable)")
     p.add_argument("--route-preference", choices=["cheapest", "balanced", "best_quality"])
+    p.add_argument("--route-quality-target", type=float, help="the quality dial for this key (0.5-0.999)")
     p.add_argument("--self-hosted-only", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--expires", help="ISO date/time, or a duration from now: 30d, 12h, 2w")
     p.add_argument("--metadata", action="append", metavar="K=V", help="free-form metadata (repeatable)")
@@ -84,7 +85,7 @@ def fields_from_args(args: argparse.Namespace, now: datetime | None = None) -> d
         ("budget_month", "budget_usd_month"), ("budget_total", "budget_usd_total"),
         ("task_max_cost", "task_max_cost_usd"), ("task_max_tokens", "task_max_tokens"),
         ("allowed_models", "allowed_models"), ("route_preference", "route_preference"),
-        ("self_hosted_only", "self_hosted_only"),
+        ("self_hosted_only", "self_hosted_only"), ("route_quality_target", "route_quality_target"),
     ):  # fmt: skip
         value = getattr(args, attr, None)
         if value is not None:

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_keys_commands(sub)
 
+    from proxy.cli.learn import add_learn_commands
+
+    add_learn_commands(sub)
+
     route = sub.add_parser("route", help="print the routing decision for a prompt or request (no model is called)")
     route.add_argument("prompt", nargs="?", help="the user message (or use --file)")
     route.add_argument("--file", type=Path, help="a chat-completions request body (JSON)")
@@ -140,6 +144,7 @@ def _route(args: argparse.Namespace) -> int:
     from proxy.policy import load_policy
     from proxy.request.exchange import new_decision_id
     from proxy.routing.classify import classify
+    from proxy.routing.learned import router_for
     from proxy.routing.options import parse_route_options
     from proxy.routing.selection import decision_record, select
     from proxy.settings import load_environ
@@ -162,7 +167,7 @@ def _route(args: argparse.Namespace) -> int:
         return 2
     available = frozenset(policy.models) if args.all_available else available_models(policy, environ)
     try:
-        c = classify(body)
+        c = classify(body, router_for(policy))
         plan = select(c, policy, parse_route_options(body.get("model", "auto"), body, {}), available)
     except ProxyError as exc:
         print(orjson.dumps(exc.body(), option=orjson.OPT_INDENT_2).decode())

@@ -72,6 +72,7 @@ class KeyFields(BaseModel):
     budget_usd_total: float | None = Field(None, ge=0)
     allowed_models: tuple[str, ...] = Field((), description="glob patterns of model ids; empty = all")
     route_preference: Preference | None = None
+    route_quality_target: float | None = Field(None, ge=0.5, le=0.999, description="the quality dial for this key's auto requests")
     self_hosted_only: bool = False
     task_max_cost_usd: float | None = Field(None, gt=0, description="overrides the policy's task budget")
     task_max_tokens: int | None = Field(None, gt=0, description="overrides the policy's task budget")

@@ -91,6 +91,7 @@ class DecisionRecord:
     task_id: str | None = None
     agent: str | None = None
     prompt: str | None = None
+    features: Mapping[str, Any] | None = None  # what the router read (no text): for autoroute replay
     ts: float = field(default_factory=time.time)
 
 
@@ -162,6 +163,7 @@ class Decisions:
             "overhead_s": _overhead(rec.total_s, rec.upstream_s),
             "task_id": _clip(rec.task_id, 200),
             "agent": _clip(rec.agent, 200),
+            "features": rec.features,
         }
         if self.log_prompts and rec.prompt is not None:
             out["prompt"] = self._scrub(_clip(rec.prompt, PROMPT_CHARS))

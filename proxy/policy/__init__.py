@@ -9,26 +9,34 @@
 | observability.yaml   | observability  | observability.ObservabilityPolicy |
 
 models.yaml is required; the others fall back to their defaults. An unknown file is an
-error (a typo must not silently drop a policy). The policy hash is the SHA-256 of the
-files' bytes, so a decision can name exactly which policy made it.
+error (a typo must not silently drop a policy). Beside them: the trained router's artifact
+(routing.yaml `router`: `builtin` = proxy/routing/model/router.json.gz, or a path) and an optional
+`calibration.json` (per-category, per-tier adequacy factors written by `autoroute calibrate
+--feedback`). The policy hash is the SHA-256 of the files' bytes and the artifact's, so a
+decision can name exactly which policy, weights and calibration made it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from proxy.errors import PolicyError
+from proxy.policy.artifact import DEFAULT_ARTIFACT, RouterArtifact, load_artifact
 from proxy.policy.dispatch import DispatchPolicy
 from proxy.policy.limits import LimitsPolicy
 from proxy.policy.loader import read_yaml, validate
 from proxy.policy.observability import ObservabilityPolicy
 from proxy.policy.registry import Deployment, ModelSpec, RegistryFile
 from proxy.policy.routing import RoutingPolicy
+
+CALIBRATION_FILE = "calibration.json"
 
 FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "models.yaml": ("registry", RegistryFile),
@@ -48,6 +56,9 @@ class Policy:
     observability: ObservabilityPolicy = ObservabilityPolicy()
     hash: str = ""
     source: Path | None = None
+    router_artifact: RouterArtifact | None = field(default=None, repr=False)
+    # category -> tier -> factor on the router's P(adequate) (feedback; absent = 1.0)
+    calibration: Mapping[str, Mapping[int, float]] = field(default_factory=dict, repr=False)
     models: dict[str, ModelSpec] = field(default_factory=dict, repr=False)
     _aliases: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -91,9 +102,42 @@ def load_policy(directory: Path | str, environ: Mapping[str, str]) -> Policy:
         data, lines = read_yaml(path, environ)
         sections[name] = validate(schema, data, path, lines)
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    policy = Policy(**sections, hash=digest.hexdigest()[:16], source=directory)  # type: ignore[arg-type]
+    routing = sections.get("routing")
+    router = _load_router(directory, routing.router if isinstance(routing, RoutingPolicy) else "builtin")
+    if router is not None:
+        digest.update(b"router\0" + router.digest.encode() + b"\0")
+    calibration = _load_calibration(directory / CALIBRATION_FILE, digest)
+    policy = Policy(**sections, hash=digest.hexdigest()[:16], source=directory, router_artifact=router, calibration=calibration)  # type: ignore[arg-type]
     _check_cross_references(policy, directory)
     return policy
+
+
+def _load_router(directory: Path, setting: str | None) -> RouterArtifact | None:
+    if setting is None:
+        return None
+    path = DEFAULT_ARTIFACT if setting == "builtin" else directory / setting
+    try:
+        return load_artifact(path)
+    except (OSError, ValueError) as exc:
+        if setting == "builtin" and not path.exists():
+            return None  # a checkout without the trained weights routes with the heuristic and the matrix
+        raise PolicyError(f"{directory}/routing.yaml router: cannot load {path}: {exc}") from exc
+
+
+def _load_calibration(path: Path, digest: Any) -> dict[str, dict[int, float]]:
+    if not path.is_file():
+        return {}
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+        factors = {str(cat): {int(t): float(v) for t, v in tiers.items()} for cat, tiers in data["factors"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PolicyError(f"{path}: not a calibration file ({exc}); rewrite it with autoroute calibrate --feedback") from exc
+    bad = [f"{c}.{t}" for c, tiers in factors.items() for t, v in tiers.items() if t not in (1, 2, 3, 4) or not 0 <= v <= 10]
+    if bad:
+        raise PolicyError(f"{path}: factors must be tiers 1-4 with values 0-10 (bad: {', '.join(bad)})")
+    digest.update(CALIBRATION_FILE.encode() + b"\0" + raw + b"\0")
+    return factors
 
 
 def _check_cross_references(policy: Policy, directory: Path) -> None:

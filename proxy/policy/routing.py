@@ -101,8 +101,23 @@ class LLMClassifierSettings(Strict):
     max_prompt_chars: int = Field(2000, ge=200, description="excerpt of the request sent to the classifier")
 
 
+class QualityPoints(Strict):
+    """The preferences as named points on the quality dial (`balanced` is `quality_target`)."""
+
+    cheapest: float = Field(0.7, gt=0, lt=1)
+    best_quality: float = Field(0.99, gt=0, lt=1)
+
+
 class RoutingPolicy(Strict):
     default_preference: Preference = Preference.BALANCED
+    router: str | None = Field(
+        "builtin", description="trained router artifact: 'builtin' (proxy/routing/model), a path (relative to the policy), or null"
+    )
+    quality_target: float | None = Field(
+        0.83, gt=0, lt=1, description="the dial: cheapest model whose P(adequate) meets it; null = the decision matrix"
+    )
+    quality_points: QualityPoints = QualityPoints()
+    reasoning_output_factor: float = Field(3.0, ge=1, description="hidden reasoning tokens: reasoning models' output cost x this")
     local_model: str = "ollama/qwen3:1.7b"
     prefer_local: bool = False
     allow_cloud_fallback: bool = True

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,6 +23,7 @@ from proxy.keys.store import KeyStore
 from proxy.limits import store
 from proxy.limits.limiter import Limiter
 from proxy.observe.decisions import Decisions
+from proxy.observe.feedback import FeedbackStore
 from proxy.observe.metrics import Metrics
 from proxy.policy import Policy, load_policy
 from proxy.providers import Providers
@@ -31,6 +33,7 @@ from proxy.request import accounting
 from proxy.request.drain import Drain
 from proxy.request.exchange import Exchange
 from proxy.routing import tokens
+from proxy.routing.learned import router_for
 from proxy.routing.llm_classifier import LLMClassifier
 from proxy.routing.tokens import TokenCounter
 from proxy.settings import Settings
@@ -54,6 +57,7 @@ class AppState:
     llm_classifier: LLMClassifier | None
     drain: Drain
     tokens: TokenCounter = field(default_factory=TokenCounter)
+    feedback: FeedbackStore = field(default_factory=FeedbackStore)
     _ready_task: asyncio.Future[None] | None = None
 
     @property
@@ -70,6 +74,7 @@ class AppState:
         if self.needs_translation:  # load litellm's translation layer off the event loop
             self.litellm.start()
         tokens.warm_up()
+        router_for(self.policy)
         log.info(store.describe(self.redis))
         notice = await self.keys.startup_notice()
         (log.warning if await self.keys.open_mode() else log.info)(notice)
@@ -116,6 +121,20 @@ class AppState:
             checks["translation"] = self.litellm.loaded
         return checks
 
+    def reload(self) -> tuple[str, str]:
+        """Re-read the policy directory (routing, trained router, calibration) without a restart.
+
+        (old hash, new hash). Later decisions carry the new hash. A broken policy raises
+        PolicyError and the running one stays. Registry, deployments and limits are read by
+        the dispatcher and the limiter at start-up: changing those still needs a restart.
+        """
+        fresh = load_policy(self.settings.policy_dir, self.environ)
+        router_for(fresh)  # build the trained router before the first request needs it
+        old, self.policy = self.policy, fresh
+        self.metrics.set_build_info(__version__, fresh.hash)
+        log.info("policy reloaded: %s -> %s", old.hash, fresh.hash)
+        return old.hash, fresh.hash
+
     async def record(self, ex: Exchange) -> None:
         """Account a finished request, once (settle, metrics, decision record)."""
         try:
@@ -145,6 +164,8 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     keys = KeyStore(redis, master, open_mode=settings.open_mode)
     limiter = Limiter(redis, policy.limits, on_store_call=metrics.observe_store)
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
+    feedback_file = environ.get("AUTOROUTE_FEEDBACK_FILE")
+    feedback = FeedbackStore(path=Path(feedback_file) if feedback_file else None)
     state = AppState(
         settings,
         policy,
@@ -159,6 +180,7 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
         decisions,
         None,
         Drain(settings.shutdown_grace_s),
+        feedback=feedback,
     )
     if policy.routing.llm_classifier.enabled:
         state.llm_classifier = LLMClassifier(policy.routing.llm_classifier, state.complete_for_classifier)

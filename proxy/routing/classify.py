@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from proxy.policy.routing import CATEGORIES
 from proxy.routing import cues
@@ -77,6 +77,8 @@ class Classification:
     confidence: float
     signals: Mapping[str, Any] = field(default_factory=dict, hash=False)
     output_from_max_tokens: bool = False
+    # P(a model of tier t is adequate) for t = 1..4 (the trained router's; None for the heuristic alone)
+    adequacy: tuple[float, float, float, float] | None = None
 
 
 def level_for(complexity: int) -> str:
@@ -92,9 +94,19 @@ def output_tokens_for(category: str, complexity: int, body: Mapping[str, Any] | 
     return OUTPUT_TOKENS[category][max(1, min(5, complexity)) - 1], False
 
 
-def classify(body: Mapping[str, Any], input_tokens: int | None = None) -> Classification:
-    """Classify a chat-completions request body (pure; same body, same answer). `input_tokens`:
-    the request's estimate when the caller has it (the pipeline estimates once, see planning)."""
+class Refiner(Protocol):
+    """The trained router (proxy/routing/learned.py): refines the heuristic verdict."""
+
+    def refine(self, conv: Conversation, tools: list[Any], body: Mapping[str, Any], c: Classification) -> Classification: ...
+
+
+def classify(body: Mapping[str, Any], router: Refiner | None = None, input_tokens: int | None = None) -> Classification:
+    """Classify a chat-completions request body (pure; same body and router, same answer).
+
+    `input_tokens`: the request's estimate when the caller has it (the pipeline estimates once,
+    see planning). Without `router` this is the heuristic alone; with it, the heuristic's verdict
+    and signals become features of the trained model, which sets the category and the tier adequacies.
+    """
     raw_messages = body.get("messages")
     conv = read_conversation(raw_messages if isinstance(raw_messages, list) else [])
     raw_tools = body.get("tools")
@@ -132,7 +144,7 @@ def classify(body: Mapping[str, Any], input_tokens: int | None = None) -> Classi
         "images": conv.images,
         "turns": conv.user_turns,
     }
-    return Classification(
+    c = Classification(
         category=category,
         complexity=complexity,
         level=level,
@@ -145,6 +157,13 @@ def classify(body: Mapping[str, Any], input_tokens: int | None = None) -> Classi
         signals=signals,
         output_from_max_tokens=from_max,
     )
+    if router is None:
+        return c
+    refined = router.refine(conv, tools, body, c)
+    if refined.category != category and not from_max:
+        output = max(output_tokens_for(refined.category, complexity)[0], f.asked_words)
+        refined = replace(refined, estimated_output_tokens=output)
+    return refined
 
 
 @dataclass(slots=True)

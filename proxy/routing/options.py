@@ -3,12 +3,14 @@
 Pure. Sources, most specific first:
   1. the model alias: `auto`, `auto:cheapest`, `auto:balanced`, `auto:best_quality`,
      `auto:local` (only the local model, i.e. self-hosted on this site's hardware);
-  2. the body object `"route": {"preference", "self_hosted_only", "max_cost_usd"}` (what the
+  2. the body object `"route": {"preference", "quality_target", "self_hosted_only", "max_cost_usd"}` (what the
      OpenAI SDK sends with `extra_body={"route": {...}}`; the caller strips it before dispatch);
   3. the headers `X-Route-Preference` and `X-Route-Self-Hosted-Only`;
   4. the key's defaults (`KeyRouteDefaults`), which also cap what a request may relax: a key
      restricted to self-hosted models stays restricted, and the tighter cost cap wins.
-Unset preference means the policy's `default_preference`. Invalid values raise
+Unset preference means the policy's `default_preference`. `route.quality_target` (0.5-0.999)
+sets the quality dial directly (proxy/routing/dial.py); an explicit preference in the request
+beats the key's `quality_target`, which beats the key's preference. Invalid values raise
 `InvalidRequest` naming the field.
 """
 
@@ -28,7 +30,8 @@ ALIASES: dict[str, str | None] = {
     "auto:best_quality": "best_quality",
     "auto:local": None,
 }
-_ROUTE_FIELDS = ("preference", "self_hosted_only", "max_cost_usd")
+_ROUTE_FIELDS = ("preference", "quality_target", "self_hosted_only", "max_cost_usd")
+MIN_TARGET, MAX_TARGET = 0.5, 0.999
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -38,6 +41,7 @@ class KeyRouteDefaults:
     """What a virtual key imposes on routing (built by the caller from the key's record)."""
 
     preference: str | None = None
+    quality_target: float | None = None
     self_hosted_only: bool = False
     allowed_model_patterns: tuple[str, ...] = ()  # the key's patterns, for messages
     allowed_models: frozenset[str] | None = None  # ids the key may use (proxy/keys/access.py); None = all
@@ -56,6 +60,8 @@ class RouteOptions:
     budget_remaining_usd: float | None = None
     requested_output_tokens: int | None = None
     preference_source: str = "policy"
+    quality_target: float | None = None  # None: the preference's point on the dial
+    quality_target_source: str = "policy"
 
 
 def is_auto(model_field: Any) -> bool:
@@ -95,6 +101,12 @@ def parse_route_options(
     if preference is None:
         source = "policy"
 
+    target, target_source = None, "policy"
+    if route.get("quality_target") is not None:
+        target, target_source = quality_target(route["quality_target"], "route.quality_target"), "body"
+    elif source not in ("model", "body", "header") and key.quality_target is not None:
+        target, target_source = quality_target(key.quality_target, "key.quality_target"), "key"
+
     self_hosted = key.self_hosted_only
     if "self_hosted_only" in route and route["self_hosted_only"] is not None:
         value = route["self_hosted_only"]
@@ -122,7 +134,16 @@ def parse_route_options(
         budget_remaining_usd=key.budget_remaining_usd,
         requested_output_tokens=_requested_output(body),
         preference_source=source,
+        quality_target=target,
+        quality_target_source=target_source,
     )
+
+
+def quality_target(value: Any, field: str) -> float:
+    """A dial setting: a number from MIN_TARGET to MAX_TARGET (a probability of an adequate answer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_TARGET <= value <= MAX_TARGET:
+        raise InvalidRequest(f"{field} must be a number from {MIN_TARGET} to {MAX_TARGET} (got {value!r})", param=field)
+    return float(value)
 
 
 def _preference(value: Any, field: str) -> str:

@@ -23,6 +23,7 @@ from proxy.keys.store import KeyRecord
 from proxy.policy import Policy
 from proxy.policy.registry import ModelSpec
 from proxy.routing.classify import Classification, classify
+from proxy.routing.learned import router_for
 from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
 from proxy.routing.selection import RoutePlan, decision_record, select
 
@@ -149,7 +150,7 @@ async def _routed(
     options = parse_route_options(
         req.model, {**view, "route": req.route} if req.route is not None else view, headers, key_defaults(key, policy, budget_remaining_usd)
     )
-    c = classify(view, input_tokens)
+    c = classify(view, router_for(policy), input_tokens)
     llm = state.llm_classifier
     if llm is not None and llm.wants(c) and _may_classify(policy, key):
         c = await llm.refine(view, c)
@@ -164,6 +165,15 @@ async def _routed(
         raise _unavailable_or(exc, state, c, options, available) from None
     decision = decision_record(decision_id, c, route, policy)
     overrides = overrides_of(route)
+    state.feedback.remember(
+        decision_id,
+        key.id if key is not None else None,
+        state.policy.models[route.primary].tier,
+        route.primary,
+        decision["features"],
+        route.policy_hash,
+        task_id=headers.get("x-task-id") or None,
+    )
     state.metrics.observe_route(
         category=c.category, model=route.primary, preference=route.preference, confidence=c.confidence, overrides=overrides
     )
@@ -225,6 +235,7 @@ def key_defaults(key: KeyRecord | None, policy: Policy, budget_remaining_usd: fl
         return KeyRouteDefaults(budget_remaining_usd=budget_remaining_usd)
     return KeyRouteDefaults(
         preference=key.route_preference,
+        quality_target=key.route_quality_target,
         self_hosted_only=key.self_hosted_only,
         allowed_model_patterns=tuple(key.allowed_models),
         allowed_models=access.allowed_ids(key, policy.models.values()),

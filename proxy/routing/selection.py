@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from proxy.errors import BudgetExceeded, NoCapableModel
+from proxy.errors import NoCapableModel
 from proxy.policy import Policy
 from proxy.policy.registry import ModelSpec
 from proxy.policy.routing import CategoryRoute
+from proxy.routing import dial
 from proxy.routing.classify import Classification
 from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
+from proxy.routing.record import decision_record
+from proxy.routing.unmet import _SHORT, _no_capable
 
 __all__ = [
     "KeyRouteDefaults",
@@ -55,6 +58,7 @@ class RoutePlan:
     policy_hash: str
     steps: tuple[RouteStep, ...]
     overrides: tuple[str, ...] = ()  # constraint codes (see _SHORT) that moved the matrix's pick
+    quality_target: float | None = None  # the dial's target (None: the decision matrix chose)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -109,38 +113,6 @@ def _failures(m: ModelSpec, need: _Need) -> tuple[str, ...]:
     if need.latency_cap is not None and _latency(m, need) > need.latency_cap:
         out.append("latency")
     return tuple(out)
-
-
-def _describe(code: str, need: _Need) -> str:
-    total = need.input_tokens + need.output_tokens
-    return {
-        "available": "a usable deployment (credentials configured, not cooling down)",
-        "allowed": f"a model this key allows ({', '.join(need.patterns)})",
-        "local_only": "a local model (auto:local)",
-        "self_hosted": "a self-hosted model (self_hosted_only)",
-        "context": f"a context window of {total:,} tokens (input {need.input_tokens:,} + output {need.output_tokens:,})",
-        "max_output": f"{need.output_tokens:,} output tokens",
-        "tools": "tool calling (the request has tools)",
-        "vision": "image input (the request has images)",
-        "cost_cap": f"an estimated cost within the cap of ${need.cost_cap or 0:.6f}",
-        "latency": f"an estimated latency within {need.latency_cap}s",
-        "budget": f"an estimated cost within the remaining budget of ${need.budget or 0:.6f}",
-    }[code]
-
-
-_SHORT = {
-    "available": "has no usable deployment",
-    "allowed": "is not allowed for this key",
-    "self_hosted": "is not self-hosted",
-    "local_only": "is not local",
-    "context": "has too small a context window",
-    "max_output": "cannot produce that many output tokens",
-    "tools": "has no tool calling",
-    "vision": "takes no images",
-    "cost_cap": "is over the cost cap",
-    "latency": "is too slow for max_latency_s",
-    "budget": "is over the remaining budget",
-}
 
 
 def _rank(policy: Policy) -> dict[str, int]:
@@ -215,33 +187,7 @@ def _need(c: Classification, policy: Policy, options: RouteOptions, available: f
     )
 
 
-def _no_capable(failures: Mapping[str, tuple[str, ...]], need: _Need) -> Exception:
-    singles = {f[0] for f in failures.values() if len(f) == 1}
-    unmet = singles or {code for f in failures.values() for code in f}
-    order = [
-        "available",
-        "allowed",
-        "self_hosted",
-        "local_only",
-        "context",
-        "max_output",
-        "tools",
-        "vision",
-        "cost_cap",
-        "latency",
-        "budget",
-    ]
-    codes = [code for code in order if code in unmet]
-    if any(f == ("budget",) for f in failures.values()):  # capable models exist; none fits the budget
-        return BudgetExceeded(
-            f"no capable model fits the key's remaining budget (${need.budget or 0:.6f}); "
-            "raise the budget or wait for the budget window to reset"
-        )
-    needs = "; ".join(_describe(code, need) for code in codes) or "a model in the registry"
-    return NoCapableModel(
-        f"no model can serve this request: it needs {needs}. Relax the constraint or name a model explicitly.",
-        param="model",
-    )
+_MONEY = frozenset({"budget", "cost_cap"})
 
 
 def select(c: Classification, policy: Policy, options: RouteOptions, available: frozenset[str]) -> RoutePlan:
@@ -263,8 +209,20 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         raise _no_capable(failures, need)
 
     row = routing.matrix.get(c.category)  # type: ignore[call-overload]
-    pick, rule = _preferred(c, row, pref, policy, need, rank)
-    notes = [f"{c.category}, complexity {c.complexity}, {pref} ({options.preference_source}): {rule} -> {pick}"]
+    target: float | None = None
+    if c.adequacy is not None and routing.quality_target is not None and not options.local_only:
+        target = dial.target_for(policy, pref, options.quality_target)
+        source = options.quality_target_source if options.quality_target is not None else f"{pref}, {options.preference_source}"
+        probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
+        # the dial chooses among models that fit everything but the money; a budget or cost cap then
+        # downgrades the choice below, with the reason and the override saying so
+        pool = [m for m in models.values() if not m.local and set(failures[m.id]) <= _MONEY] or [models[m] for m in capable]
+        chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
+        pick = chosen.id
+        notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
+    else:
+        pick, rule = _preferred(c, row, pref, policy, need, rank)
+        notes = [f"{c.category}, complexity {c.complexity}, {pref} ({options.preference_source}): {rule} -> {pick}"]
     if options.local_only:
         local = policy.resolve_model(routing.local_model) if routing.local_model else None
         if local is not None and local.id != pick:
@@ -308,6 +266,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
                     first_fallback=cloud if routing.allow_cloud_fallback else None,
                     local_fallbacks_only=not routing.allow_cloud_fallback,
                     overrides=(*overrides, "prefer_local"),
+                    quality_target=target,
                 )
             notes.append(f"prefer_local skipped: {local.id} {', '.join(_SHORT[code] for code in failures[local.id])}")
     return _plan(
@@ -323,6 +282,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         first_fallback=None,
         local_fallbacks_only=options.local_only,
         overrides=tuple(overrides),
+        quality_target=target,
     )
 
 
@@ -347,6 +307,7 @@ def _plan(
     first_fallback: str | None,
     local_fallbacks_only: bool,
     overrides: tuple[str, ...] = (),
+    quality_target: float | None = None,
 ) -> RoutePlan:
     models = policy.models
     spec = models[primary]
@@ -385,26 +346,5 @@ def _plan(
         policy_hash=policy.hash,
         overrides=overrides,
         steps=tuple(steps),
+        quality_target=quality_target,
     )
-
-
-def decision_record(decision_id: str, c: Classification, plan: RoutePlan, policy: Policy) -> dict[str, Any]:
-    """The routing decision with exactly the fields of `POST /v1/route`."""
-    spec = policy.models[plan.primary]
-    return {
-        "decision_id": decision_id,
-        "category": c.category,
-        "complexity": c.complexity,
-        "level": c.level,
-        "confidence": c.confidence,
-        "model": plan.primary,
-        "provider": spec.provider,
-        "tier": spec.tier,
-        "fallbacks": list(plan.fallbacks),
-        "estimated_input_tokens": c.estimated_input_tokens,
-        "estimated_output_tokens": plan.output_tokens,
-        "estimated_cost_usd": plan.estimated_cost_usd,
-        "reason": plan.reason,
-        "policy_hash": plan.policy_hash,
-        "signals": {k: dict(v) if isinstance(v, dict) else v for k, v in c.signals.items()},
-    }

@@ -1,4 +1,10 @@
-"""Evaluate classify + select on the labelled request set (tests/eval/requests.jsonl).
+"""Evaluate the router: the trained router on the corpus's frozen test split and x.jsonl (the
+gates), and the heuristic alone on the older labelled sets (tests/eval/requests.jsonl etc.).
+
+Trained router (corpus/, proxy/routing/learned.py): GATES are asserted ONLY on the frozen test
+split (corpus/split.py, committed before training) and CROSS_GATES on x.jsonl (an independent
+writer's set); never on the train split. Cost there = routed / always Claude Sonnet 4 with 400
+output tokens per request (the issue's measure), at the policy's default quality_target.
 
     PYTHONPATH=$PWD python tests/eval/run_eval.py [--policy policies] [--verbose]
 
@@ -58,6 +64,10 @@ REQUESTS = Path(__file__).with_name("requests.jsonl")
 HOLDOUT = Path(__file__).with_name("holdout.jsonl")
 HOLDOUT2 = Path(__file__).with_name("holdout2.jsonl")
 GENERAL_FRONTIER = "anthropic/claude-sonnet-4"
+CORPUS = ROOT / "corpus"
+# Equal to the README's "Routing quality" claims (frozen test split / x.jsonl, default quality_target).
+GATES = {"accuracy": 0.85, "adequate": 0.95, "cost_share": 0.30}
+CROSS_GATES = {"accuracy": 0.88, "adequate": 0.98, "cost_share": 0.32}
 TARGETS = {"accuracy": 0.90, "adequate": 0.97, "cost_share": 0.25}
 
 
@@ -205,12 +215,29 @@ def report(result: EvalResult, verbose: bool = False, title: str = "evaluation s
     return "\n".join(lines)
 
 
+def corpus_points(policy: Policy) -> dict[str, Any]:
+    """The trained router at the default quality_target on the frozen test split and on x.jsonl."""
+    from proxy.cli.learn import split_module
+    from proxy.training import curve
+
+    split = split_module(CORPUS)
+    return {name: curve.point(policy, curve.classified(policy, split.corpus_rows(name, CORPUS)), None) for name in ("test", "cross")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policy", default=str(ROOT / "policies"))
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     policy = load_policy(args.policy, {})
+    for name, p in corpus_points(policy).items():
+        gates = GATES if name == "test" else CROSS_GATES
+        print(
+            f"trained router, {'frozen test split' if name == 'test' else 'cross-check x.jsonl'} ({p.n} rows, quality_target "
+            f"{policy.routing.quality_target}): accuracy {p.accuracy:.3f} (gate {gates['accuracy']}), adequate {p.adequacy:.3f} "
+            f"(gate {gates['adequate']}), cost {p.cost_share:.3f} of always-Sonnet (gate {gates['cost_share']}; oracle {p.oracle_share:.3f})"
+        )
+    print("heuristic alone (classify without the trained router, the decision matrix):")
     result = evaluate(policy, load_requests())
     print(report(result, args.verbose))
     for path, title in (

@@ -1,0 +1,141 @@
+"""Request -> the trained router's features (owns: what the learned model reads; pure, bounded).
+
+Two blocks, both sets of strings (binary features), shared by training (`proxy/training`)
+and inference (`proxy/routing/learned.py`) so the two can never drift apart:
+
+* text: word unigrams and bigrams of the last user turn (its head and tail), char 4-grams of
+  its first words (multilingual: they catch inflections, typos and scripts without spaces),
+  words of the system prompt and of the previous user turn, and the tools' names. The model
+  scales this block by 1/sqrt(size), so a long prompt does not shout louder than a short one.
+* structure: the heuristic classifier's verdict (category, runner-up, complexity, confidence)
+  and signals, bucketed: tools present / tool results after the last user turn, images,
+  turns, sizes of the turn / largest message / whole request, code density and fences, maths,
+  question form, structured output, the script of the turn.
+
+Every window is bounded (TEXT_HEAD + TEXT_TAIL characters of the turn, GRAM_CHARS for
+n-grams), so the cost does not grow with a pasted 100k-token document.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.routing.textscan import Conversation
+
+TEXT_HEAD, TEXT_TAIL = 800, 200  # characters of the last user turn read for words
+MAX_WORDS = 160
+GRAM_CHARS = 200  # characters (of the normalised first words) cut into char 4-grams
+SIDE_CHARS = 300  # system prompt / previous turn
+_WORD = re.compile(r"\w+")
+
+
+def _bucket(value: float, edges: tuple[float, ...]) -> int:
+    for i, edge in enumerate(edges):
+        if value < edge:
+            return i
+    return len(edges)
+
+
+_SCRIPTS = (
+    ("cjk", 0x4E00, 0x9FFF),
+    ("kana", 0x3040, 0x30FF),
+    ("hangul", 0xAC00, 0xD7AF),
+    ("cyrillic", 0x0400, 0x04FF),
+    ("arabic", 0x0600, 0x06FF),
+    ("devanagari", 0x0900, 0x097F),
+    ("greek", 0x0370, 0x03FF),
+    ("hebrew", 0x0590, 0x05FF),
+    ("thai", 0x0E00, 0x0E7F),
+)
+
+
+def script_of(text: str) -> str:
+    """The dominant non-Latin script of a short sample, `latin` when none, `accented` for Latin with diacritics."""
+    counts: dict[str, int] = {}
+    accented = 0
+    for ch in text[:200]:
+        o = ord(ch)
+        if o < 0x80:
+            continue
+        if o < 0x250:
+            accented += 1
+            continue
+        for name, lo, hi in _SCRIPTS:
+            if lo <= o <= hi:
+                counts[name] = counts.get(name, 0) + 1
+                break
+    if counts:
+        return max(counts.items(), key=lambda kv: kv[1])[0]
+    return "accented" if accented >= 2 else "latin"
+
+
+def text_features(conv: Conversation, tools: list[Any]) -> set[str]:
+    ask = conv.ask
+    window = ask if len(ask) <= TEXT_HEAD + TEXT_TAIL else ask[:TEXT_HEAD] + "\n" + ask[-TEXT_TAIL:]
+    words = _WORD.findall(window.lower())[:MAX_WORDS]
+    out = {"w " + w for w in words}
+    out.update(["b " + a + " " + b for a, b in zip(words, words[1:], strict=False)])
+    if words:
+        out.add("first " + words[0])
+        out.add("last " + words[-1])
+    joined = " " + " ".join(words)[:GRAM_CHARS] + " "
+    out.update([joined[i : i + 4] for i in range(len(joined) - 3)])
+    if conv.system:
+        out.update(["s " + w for w in _WORD.findall(conv.system[:SIDE_CHARS].lower())])
+    if conv.previous_user:
+        out.update(["p " + w for w in _WORD.findall(conv.previous_user[:SIDE_CHARS].lower())])
+    for tool in tools[:16]:
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        name = fn.get("name") if isinstance(fn, Mapping) else None
+        if isinstance(name, str):
+            out.update(["t " + p for p in name.lower().replace("-", "_").split("_") if p])
+    return out
+
+
+def structure_features(conv: Conversation, tools: list[Any], body: Mapping[str, Any], c: Any) -> list[str]:
+    """`c` is the heuristic Classification (category, complexity, confidence, signals)."""
+    category, complexity, signals = c.category, c.complexity, c.signals
+    scores = signals.get("scores") or {}
+    ranked = list(scores)
+    ask = conv.ask
+    doc_tokens = int(signals.get("doc_tokens") or 0)
+    out = [
+        "bias",
+        "h " + category,
+        "h2 " + (ranked[1] if len(ranked) > 1 else "none"),
+        f"hx {complexity}",
+        f"hcx {category} {complexity}",
+        f"hconf {_bucket(c.confidence, (0.3, 0.5, 0.7))}",
+        f"tools {_bucket(len(tools), (1, 2, 4, 8))}",
+        f"turns {min(conv.user_turns, 4)}",
+        f"ask {_bucket(len(ask), (20, 60, 150, 400, 1000, 3000, 10000, 40000))}",
+        f"doc {_bucket(doc_tokens, (500, 2500, 6000, 20000, 60000))}",
+        f"total {_bucket(conv.total_chars, (200, 1000, 5000, 20000, 80000))}",
+        f"code {_bucket(float(signals.get('code_density') or 0.0), (2, 4, 8, 20))}",
+        f"fences {min(int(signals.get('code_blocks') or 0), 3)}",
+        f"math {_bucket(int(signals.get('math') or 0), (1, 3, 8))}",
+        "script " + script_of(ask),
+    ]
+    if conv.in_tool_loop:
+        out.append("loop")
+    elif conv.tool_history:
+        out.append("tool history")
+    if tools:
+        out.append("tools " + category)
+        choice = body.get("tool_choice")
+        if choice == "none":
+            out.append("tool_choice none")
+        elif choice == "required" or isinstance(choice, Mapping):
+            out.append("tool_choice forced")
+    if conv.images:
+        out.append("images")
+    if conv.system:
+        out.append(f"system {_bucket(len(conv.system), (100, 400))}")
+    if conv.largest_chars > 4 * max(len(ask), 1) and conv.largest_chars > 8000:
+        out.append("document elsewhere")  # a long document in the history, a short last turn
+    for name in ("question", "definitional", "follow_up", "structured_output", "tool_overlap"):
+        if signals.get(name):
+            out.append(name)
+    return out

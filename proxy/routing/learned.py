@@ -1,0 +1,135 @@
+"""The trained router (owns: category and per-tier adequacy probabilities from the shipped weights).
+
+The artifact (`proxy/routing/model/router.json.gz`, rebuilt by `autoroute train`, read by the
+policy loader and part of the policy hash) holds one
+linear model over the features of `proxy/routing/features.py`: 8 category logits (softmax) and,
+for tiers 2, 3 and 4, the logit of "a model of this tier is adequate" (ordinal: the least
+adequate tier is >= t), each mapped to a probability by an isotonic calibrator fitted on
+cross-validated predictions of the training split. Tier 1 is adequate by definition.
+
+Inference is pure Python (no scikit-learn, no numpy): a dict lookup per feature string and a
+column sum over the found weight rows. `router_for(policy)` builds the model once per artifact;
+`predict` is pure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from proxy.routing.features import structure_features, text_features
+from proxy.routing.textscan import Conversation
+
+if TYPE_CHECKING:
+    from proxy.policy import Policy
+
+DEFAULT_ARTIFACT = Path(__file__).with_name("model") / "router.json.gz"
+TIERS = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Piecewise-linear isotonic map from a logit to a probability (clipped at the ends)."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+    def __call__(self, x: float) -> float:
+        xs, ys = self.xs, self.ys
+        if not xs:
+            return 1.0 / (1.0 + math.exp(-x))
+        if x <= xs[0]:
+            return ys[0]
+        if x >= xs[-1]:
+            return ys[-1]
+        i = bisect.bisect_right(xs, x)
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    category: str
+    confidence: float  # softmax probability of the category
+    adequacy: tuple[float, float, float, float]  # P(a tier-t model is adequate), t = 1..4, non-increasing
+    runner_up: str
+
+
+class Router:
+    """A loaded artifact. `predict` reads a parsed conversation; `refine` updates a heuristic Classification."""
+
+    def __init__(self, data: Mapping[str, Any], digest: str) -> None:
+        self.digest = digest
+        self.categories: tuple[str, ...] = tuple(data["categories"])
+        self.tiers: tuple[int, ...] = tuple(data["tiers"])  # the thresholds after the categories (2, 3, 4)
+        self.bias: tuple[float, ...] = tuple(data["bias"])
+        self.weights: dict[str, Sequence[float]] = {k: tuple(v) for k, v in data["weights"].items()}
+        self.calibrators = {int(t): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in data["calibration"].items()}
+        self.meta: Mapping[str, Any] = data.get("meta", {})
+        self._zero = (0.0,) * len(self.bias)
+
+    def logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
+        get = self.weights.get
+        found = [v for v in map(get, text) if v is not None]
+        tsum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
+        scale = 1.0 / math.sqrt(len(text)) if text else 0.0
+        found = [v for v in map(get, structure) if v is not None]
+        ssum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
+        return [b + scale * t + s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
+
+    def probabilities(self, logits: Sequence[float]) -> Prediction:
+        n = len(self.categories)
+        cat = logits[:n]
+        top = max(cat)
+        exps = [math.exp(v - top) for v in cat]
+        total = sum(exps)
+        order = sorted(range(n), key=lambda i: -cat[i])
+        p = 1.0
+        adequacy = [1.0]
+        for i, tier in enumerate(self.tiers):
+            p = min(p, self.calibrators[tier](logits[n + i]))
+            adequacy.append(p)
+        return Prediction(
+            category=self.categories[order[0]],
+            confidence=exps[order[0]] / total,
+            adequacy=(adequacy[0], adequacy[1], adequacy[2], adequacy[3]),
+            runner_up=self.categories[order[1]],
+        )
+
+    def predict(self, conv: Conversation, tools: list[Any], body: Mapping[str, Any], heuristic: Any) -> Prediction:
+        return self.probabilities(self.logits(text_features(conv, tools), structure_features(conv, tools, body, heuristic)))
+
+    def refine(self, conv: Conversation, tools: list[Any], body: Mapping[str, Any], c: Any) -> Any:
+        """The heuristic Classification `c` with the learned category, confidence and adequacy."""
+        p = self.predict(conv, tools, body, c)
+        signals = dict(c.signals)
+        signals["heuristic"] = c.category
+        signals["router"] = "learned:" + self.digest[:12]
+        signals["adequacy"] = [round(x, 4) for x in p.adequacy]
+        return replace(c, category=p.category, confidence=round(p.confidence, 3), signals=signals, adequacy=p.adequacy)
+
+
+_ROUTERS: dict[str, Router] = {}  # artifact digest -> model, built once per artifact
+
+
+def router_for(policy: Policy) -> Router | None:
+    """The policy's trained router (None: heuristic and matrix only). Built on first use, then cached."""
+    artifact = policy.router_artifact
+    if artifact is None:
+        return None
+    router = _ROUTERS.get(artifact.digest)
+    if router is None:
+        router = _ROUTERS[artifact.digest] = Router(artifact.data, artifact.digest)
+    return router
+
+
+def load_router(path: Path | str = DEFAULT_ARTIFACT) -> Router:
+    """Read an artifact file into a model (training and tests; the proxy goes through the policy)."""
+    from proxy.policy.artifact import load_artifact
+
+    artifact = load_artifact(path)
+    return Router(artifact.data, artifact.digest)

@@ -1,0 +1,152 @@
+"""Fit the router (scikit-learn, build time only) and write the artifact `learned.py` reads.
+
+One design matrix: text features (binary, scaled by 1/sqrt(count) per request) and structure
+features (binary), vocabulary = features seen in at least MIN_DF training requests. Models:
+one-vs-rest logistic regressions for the category (liblinear: seconds, not minutes), and for t = 2, 3, 4 a binary logistic
+regression for "the least adequate tier is >= t" (a tier-t model is adequate). Calibration:
+isotonic regression on 5-fold out-of-fold logits of the training rows (so the calibrator never
+sees a prediction made on its own row). Seeded and deterministic: same rows, same artifact bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from proxy.training.dataset import Example
+
+MIN_DF = 2
+C_CATEGORY = 20.0
+C_TIER = 4.0
+FOLDS = 5
+TIERS = (2, 3, 4)
+
+
+def _sklearn() -> Any:
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")  # BLAS threads fighting over a shared machine cost 30x here
+    try:
+        import numpy as np
+        from scipy import sparse
+        from sklearn.isotonic import IsotonicRegression
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise SystemExit(f"autoroute train needs the [train] extra (pip install -e '.[train]'): {exc}") from exc
+    return np, sparse, IsotonicRegression, LogisticRegression, StratifiedKFold
+
+
+def vocabulary(examples: Sequence[Example]) -> dict[str, int]:
+    df: Counter[str] = Counter()
+    for ex in examples:
+        df.update(ex.text)
+        df.update(set(ex.structure))
+    return {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= MIN_DF))}
+
+
+def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: float = 1.0) -> Any:
+    np, sparse, *_ = _sklearn()
+    rows, cols, vals = [], [], []
+    for r, ex in enumerate(examples):
+        scale = 1.0 / math.sqrt(len(ex.text)) if ex.text else 0.0
+        for f in ex.text:
+            j = vocab.get(f)
+            if j is not None:
+                rows.append(r)
+                cols.append(j)
+                vals.append(scale)
+        for f in set(ex.structure):
+            j = vocab.get(f)
+            if j is not None:
+                rows.append(r)
+                cols.append(j)
+                vals.append(structure_value)
+    return sparse.csr_matrix((np.array(vals), (np.array(rows), np.array(cols))), shape=(len(examples), len(vocab)))
+
+
+def _binary(X: Any, y: Any, C: float, seed: int) -> tuple[Any, float]:
+    _, _, _, LogisticRegression, _ = _sklearn()
+    m = LogisticRegression(C=C, solver="liblinear", max_iter=500, random_state=seed).fit(X, y)
+    return m.coef_[0], float(m.intercept_[0])
+
+
+def _models(X: Any, cats: Any, tiers: Any, seed: int, categories: Sequence[str]) -> tuple[Any, Any]:
+    """(coefficients outputs x features, intercepts): one-vs-rest per category, then tiers 2, 3, 4."""
+    np = _sklearn()[0]
+    fitted = [_binary(X, (cats == c).astype(int), C_CATEGORY, seed) for c in categories]
+    fitted += [_binary(X, (tiers >= t).astype(int), C_TIER, seed) for t in TIERS]
+    return np.vstack([f[0] for f in fitted]), np.array([f[1] for f in fitted])
+
+
+def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str]) -> tuple[Any, Any]:
+    """(category logits, tier logits) for every training row from models that did not see it."""
+    np, _, _, _, StratifiedKFold = _sklearn()
+    cats = np.array([ex.category for ex in examples])
+    tiers = np.array([ex.tier for ex in examples])
+    strata = np.array([f"{ex.category}:{ex.tier}" for ex in examples])
+    counts = Counter(strata)
+    strata = np.array([s if counts[s] >= FOLDS else s.split(":")[0] for s in strata])
+    cat_logits = np.zeros((len(examples), len(categories)))
+    tier_logits = np.zeros((len(examples), len(TIERS)))
+    for fit_idx, held_idx in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(strata, strata):
+        fold = [examples[i] for i in fit_idx]
+        vocab = vocabulary(fold)
+        X_fit, X_held = matrix(fold, vocab), matrix([examples[i] for i in held_idx], vocab)
+        W, b = _models(X_fit, cats[fit_idx], tiers[fit_idx], seed, categories)
+        logits = np.asarray(X_held @ W.T) + b
+        cat_logits[held_idx] = logits[:, : len(categories)]
+        tier_logits[held_idx] = logits[:, len(categories) :]
+    return cat_logits, tier_logits
+
+
+def train(examples: Sequence[Example], categories: Sequence[str], seed: int = 0, meta: dict[str, Any] | None = None) -> tuple[bytes, Any]:
+    """(artifact bytes, out-of-fold adequacy probabilities per row: array n x 4)."""
+    np, _, IsotonicRegression, _, _ = _sklearn()
+    tiers = np.array([ex.tier for ex in examples])
+    oof_cat, oof_tier = out_of_fold(examples, seed, categories)
+    calibration: dict[str, list[list[float]]] = {}
+    oof_probs = np.ones((len(examples), 4))
+    for k, t in enumerate(TIERS):
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof_tier[:, k], (tiers >= t).astype(float))
+        calibration[str(t)] = [[round(float(x), 5) for x in iso.X_thresholds_], [round(float(y), 5) for y in iso.y_thresholds_]]
+        oof_probs[:, k + 1] = np.minimum(oof_probs[:, k], iso.predict(oof_tier[:, k]))
+    oof_accuracy = float(np.mean(np.array(categories)[oof_cat.argmax(axis=1)] == np.array([ex.category for ex in examples])))
+
+    vocab = vocabulary(examples)
+    X = matrix(examples, vocab)
+    W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories)  # outputs x features
+    bias = [float(v) for v in b]
+    weights = {}
+    for f, j in vocab.items():
+        col = W[:, j]
+        if float(np.abs(col).max()) >= 1e-3:
+            weights[f] = [round(float(v), 4) for v in col]
+    import sklearn
+
+    data = {
+        "version": 1,
+        "categories": list(categories),
+        "tiers": list(TIERS),
+        "bias": [round(b, 5) for b in bias],
+        "weights": weights,
+        "calibration": calibration,
+        "meta": {
+            **(meta or {}),
+            "seed": seed,
+            "rows": len(examples),
+            "features": len(weights),
+            "C_category": C_CATEGORY,
+            "C_tier": C_TIER,
+            "min_df": MIN_DF,
+            "folds": FOLDS,
+            "oof_category_accuracy": round(oof_accuracy, 4),
+            "sklearn": sklearn.__version__,
+        },
+    }
+    raw = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return gzip.compress(raw, compresslevel=9, mtime=0), oof_probs

@@ -1,0 +1,40 @@
+"""`autoroute train` is reproducible and its artifact is what inference reads (needs the [train] extra)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.cli.learn import split_module
+from proxy.policy.routing import CATEGORIES
+from proxy.routing.learned import Router, load_router
+from proxy.training.dataset import examples
+from tests.eval.run_eval import CORPUS
+
+pytest.importorskip("sklearn")
+
+
+def test_training_is_seeded_and_the_artifact_predicts_like_sklearn(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from proxy.training import fit
+
+    rows = split_module(CORPUS).corpus_rows("train", CORPUS)[::8]  # a small slice: seconds, not minutes
+    ex = examples(rows)
+    first, _ = fit.train(ex, CATEGORIES, seed=3)
+    second, oof = fit.train(ex, CATEGORIES, seed=3)
+    assert first == second  # byte for byte
+    assert oof.shape == (len(ex), 4)
+    path = tmp_path / "r.json.gz"
+    path.write_bytes(first)
+    router = load_router(path)
+    assert isinstance(router, Router) and router.meta["rows"] == len(ex)
+    # the pure-Python logits equal the sparse matrix product sklearn's coefficients give (pruning aside)
+    vocab = fit.vocabulary(ex)
+    X = fit.matrix(ex[:5], vocab)
+    names = {k: f for f, k in vocab.items()}
+    for i, e in enumerate(ex[:5]):
+        logits = router.logits(e.text, e.structure)
+        row = X.getrow(i)
+        expected = list(router.bias)
+        for j, v in zip(row.indices, row.data, strict=True):
+            for k, w in enumerate(router.weights.get(names[j], (0.0,) * len(expected))):
+                expected[k] += v * w
+        assert logits == pytest.approx(expected, abs=1e-6)
