@@ -30,6 +30,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class UnknownModelPrice(Strict):
+    """What a model forwarded by a deployment pattern costs when litellm's cost map does not
+    know it (proxy/policy/passthrough.py)."""
+
+    action: Literal["refuse_if_budgeted", "charge"] = Field(
+        "refuse_if_budgeted",
+        description="refuse_if_budgeted: keys with a budget get 403, others are forwarded unpriced; charge: the rates below",
+    )
+    input_usd_per_mtok: float = Field(0.0, ge=0)
+    output_usd_per_mtok: float = Field(0.0, ge=0)
+
+
 class ModelSpec(Strict):
     id: str = Field(description="Registry id, e.g. anthropic/claude-sonnet-4")
     provider: Provider
@@ -136,6 +148,7 @@ class RegistryFile(Strict):
     embedding_models: tuple[EmbeddingSpec, ...] = ()
     embedding_model: str | None = Field(None, description='what model="auto" embeds with: one model, so vectors stay comparable')
     local_embedding_model: str | None = Field(None, description='model="auto" for self_hosted_only keys')
+    unknown_model_price: UnknownModelPrice = UnknownModelPrice()
     deployments: tuple[Deployment, ...] = ()
 
     @model_validator(mode="after")
