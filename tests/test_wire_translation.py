@@ -116,7 +116,7 @@ def test_messages_blocks_become_chat_turns() -> None:
     [
         {"model": "auto", "messages": [{"role": "user", "content": "x"}]},  # no max_tokens
         {"model": "auto", "max_tokens": 5, "messages": []},
-        {"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+        {"model": "auto", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
         {"model": "auto", "max_tokens": 5, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]},
         {
             "model": "auto",

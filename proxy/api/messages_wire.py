@@ -78,9 +78,10 @@ def to_chat(body: dict[str, Any], keep_thinking: bool = False) -> dict[str, Any]
         text = system if isinstance(system, str) else "\n\n".join(_text_of(system, "system"))
         messages.append({"role": "system", "content": text})
     for i, msg in enumerate(raw_messages):
+        # Claude Code also sends mid-conversation `system` turns (agent lists, reminders).
         _need(
-            isinstance(msg, dict) and msg.get("role") in ("user", "assistant"),
-            f"messages.{i}.role: must be 'user' or 'assistant'.",
+            isinstance(msg, dict) and msg.get("role") in ("user", "assistant", "system"),
+            f"messages.{i}.role: must be 'user', 'assistant' or 'system'.",
             f"messages.{i}.role",
         )
         messages.extend(_turn(msg, f"messages.{i}"))
@@ -131,6 +132,8 @@ def _turn(msg: dict[str, Any], where: str) -> list[dict[str, Any]]:
     role, content = msg["role"], msg.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
+    if role == "system":
+        return [{"role": "system", "content": "\n\n".join(_text_of(content, f"{where}.content"))}]
     _need(isinstance(content, list), f"{where}.content: must be a string or a list of content blocks.", f"{where}.content")
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
