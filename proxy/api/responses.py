@@ -12,6 +12,7 @@ conversation (its input and output; not its `instructions`, as OpenAI does).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from starlette.routing import Route
 from proxy.api import responses_wire as wire
 from proxy.api.chat import field_error
 from proxy.api.responses_stream import ResponsesEvents
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.errors import InvalidRequest, NotFound, ProxyError, StoreUnavailable
 from proxy.keys.store import KeyRecord, bearer_token
 from proxy.providers.base import Usage
 from proxy.request import pipeline
@@ -32,6 +33,8 @@ from proxy.request import pipeline
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
     from proxy.request.exchange import Exchange
+
+log = logging.getLogger("autoroute")
 
 
 class ResponsesRequest(BaseModel):
@@ -73,13 +76,21 @@ def _store_key(key: KeyRecord, resp_id: str) -> str:
 
 
 async def load(state: AppState, key: KeyRecord, resp_id: str) -> dict[str, Any] | None:
-    raw = await state.redis.get(_store_key(key, resp_id))
+    try:
+        raw = await state.redis.get(_store_key(key, resp_id))
+    except Exception as exc:  # redis errors: the client gets a 503 it can retry, not a 500
+        raise StoreUnavailable(f"The response store is unavailable ({type(exc).__name__}); retry shortly.") from None
     return orjson.loads(raw) if raw else None
 
 
 async def save(state: AppState, key: KeyRecord, response: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """Keep the response for retrieval and previous_response_id. A store failure does not fail
+    the answer the model already gave: it is logged, and the id later answers 404."""
     record = {"response": response, "messages": [*messages, wire.assistant_turn(response)]}
-    await state.redis.set(_store_key(key, response["id"]), orjson.dumps(record), ex=state.policy.limits.stored_responses_ttl_s)
+    try:
+        await state.redis.set(_store_key(key, response["id"]), orjson.dumps(record), ex=state.policy.limits.stored_responses_ttl_s)
+    except Exception:
+        log.warning("could not store response %s", response["id"], exc_info=True)
 
 
 class ResponsesInbound:
@@ -175,7 +186,10 @@ async def get_response(request: Request) -> Response:
 
 async def delete_response(request: Request) -> Response:
     state, key, resp_id, _ = await _stored(request)
-    await state.redis.delete(_store_key(key, resp_id))
+    try:
+        await state.redis.delete(_store_key(key, resp_id))
+    except Exception as exc:
+        raise StoreUnavailable(f"The response store is unavailable ({type(exc).__name__}); retry shortly.") from None
     return Response(orjson.dumps({"id": resp_id, "object": "response", "deleted": True}), media_type="application/json")
 
 
