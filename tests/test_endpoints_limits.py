@@ -75,15 +75,18 @@ def test_every_endpoint_in_metrics_and_decisions(server: ThreadedServer) -> None
         assert r.status_code == 200, r.text
         ids[endpoint] = r.headers["x-autoroute-decision-id"]
     metrics = httpx.get(server.url + "/metrics").text
+    label = {"chat": "chat_completions"}  # the vocabulary's names (proxy/vocab.py Endpoint)
     for endpoint in CALLS:
         assert any(
-            line.startswith("autoroute_requests_total{") and f'endpoint="{endpoint}"' in line and 'outcome="ok"' in line
+            line.startswith("autoroute_requests_total{")
+            and f'endpoint="{label.get(endpoint, endpoint)}"' in line
+            and 'outcome="ok"' in line
             for line in metrics.splitlines()
         ), endpoint
     data = httpx.get(server.url + "/admin/decisions?limit=50", headers={"authorization": f"Bearer {MASTER}"}).json()["data"]
     by_id = {d["decision_id"]: d for d in data}
     for endpoint, decision_id in ids.items():
-        assert by_id[decision_id]["endpoint"] == endpoint and by_id[decision_id]["status"] == 200
+        assert by_id[decision_id]["endpoint"] == label.get(endpoint, endpoint) and by_id[decision_id]["status"] == 200
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from proxy.request.admission import Admission
 from proxy.request.exchange import Exchange
 from proxy.routing.options import is_auto
 from proxy.routing.planning import Plan
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.policy import Policy
@@ -119,7 +120,9 @@ async def call_upstream(
     api_key = state.upstreams.api_key(dep)
     headers = [(b"content-type", b"application/json")]
     if dep.wire_format == "gemini":
-        parts = [{"model": f"models/{name}", "content": {"parts": [{"text": i if isinstance(i, str) else str(i)}]}} for i in items]
+        parts: list[dict[str, Any]] = [
+            {"model": f"models/{name}", "content": {"parts": [{"text": i if isinstance(i, str) else str(i)}]}} for i in items
+        ]
         if dims:
             for p in parts:
                 p["outputDimensionality"] = dims
@@ -149,7 +152,7 @@ async def call_upstream(
 
 async def create_embeddings(request: Request) -> Response:
     state: AppState = request.app.state.autoroute
-    ex = Exchange(endpoint="embeddings")
+    ex = Exchange(endpoint=Endpoint.EMBEDDINGS)
     state.metrics.request_started()
     try:
         ex.key = key = await state.keys.authenticate(bearer_token(request.headers))

@@ -28,6 +28,7 @@ from proxy.keys.store import bearer_token
 from proxy.providers.base import Usage
 from proxy.request import pipeline
 from proxy.routing.tokens import estimate_input_tokens
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
@@ -54,7 +55,7 @@ def keeps_thinking(state: AppState, model: Any) -> bool:
 
 
 class MessagesInbound:
-    endpoint = "messages"
+    endpoint: str = Endpoint.MESSAGES
 
     def __init__(self) -> None:
         self.body: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from proxy.api.messages_wire import STOP_REASONS, error_event, new_id, sse, usag
 
 class MessagesEvents:
     def __init__(self, model: str, input_tokens: int) -> None:
-        self.message = {
+        self.message: dict[str, Any] = {
             "id": new_id("msg"),
             "type": "message",
             "role": "assistant",
@@ -79,7 +79,7 @@ class MessagesEvents:
         kind = f"tool:{call.get('index', 0)}"
         fn = call.get("function") or {}
         if self.open != kind:
-            block = {"type": "tool_use", "id": call.get("id") or new_id("toolu"), "name": fn.get("name") or "", "input": {}}
+            block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or new_id("toolu"), "name": fn.get("name") or "", "input": {}}
             out += self._open(kind, block)
         if fn.get("arguments"):
             out += self._delta({"type": "input_json_delta", "partial_json": fn["arguments"]})

@@ -77,7 +77,7 @@ def to_chat(body: dict[str, Any], keep_thinking: bool = False) -> dict[str, Any]
     if system:
         text = system if isinstance(system, str) else "\n\n".join(_text_of(system, "system"))
         messages.append({"role": "system", "content": text})
-    for i, msg in enumerate(raw_messages):
+    for i, msg in enumerate(raw_messages or ()):
         # Claude Code also sends mid-conversation `system` turns (agent lists, reminders).
         _need(
             isinstance(msg, dict) and msg.get("role") in ("user", "assistant", "system"),
@@ -104,7 +104,7 @@ def to_chat(body: dict[str, Any], keep_thinking: bool = False) -> dict[str, Any]
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
         kind = choice.get("type")
-        chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(kind) or {
+        chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(str(kind)) or {
             "type": "function",
             "function": {"name": choice.get("name")},
         }
@@ -138,7 +138,7 @@ def _turn(msg: dict[str, Any], where: str) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
-    for j, block in enumerate(content):
+    for j, block in enumerate(content or ()):
         kind = block.get("type") if isinstance(block, dict) else None
         at = f"{where}.content.{j}"
         if kind == "text":

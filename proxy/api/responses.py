@@ -29,6 +29,7 @@ from proxy.errors import InvalidRequest, NotFound, ProxyError, StoreUnavailable
 from proxy.keys.store import KeyRecord, bearer_token
 from proxy.providers.base import Usage
 from proxy.request import pipeline
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
@@ -96,7 +97,7 @@ async def save(state: AppState, key: KeyRecord, response: dict[str, Any], messag
 class ResponsesInbound:
     """One request's adapter (it carries the request's Responses body and response id)."""
 
-    endpoint = "responses"
+    endpoint: str = Endpoint.RESPONSES
 
     def __init__(self) -> None:
         self.body: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from proxy.api.messages import MessagesInbound, anthropic_error
 from proxy.api.responses import ResponsesInbound
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.request import pipeline
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
@@ -45,7 +46,7 @@ def body_api(body: Mapping[str, Any], headers: Mapping[str, str]) -> str:
 class _Detect:
     """Parses the body as whichever API it is, through that API's own adapter."""
 
-    endpoint = "route"
+    endpoint: str = Endpoint.ROUTE
 
     def __init__(self, forced: str | None) -> None:
         self.forced = forced

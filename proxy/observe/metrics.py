@@ -325,7 +325,7 @@ class Metrics:
         self,
         *,
         outcome: str,
-        endpoint: str = "chat",
+        endpoint: str = Endpoint.CHAT,
         status: int,
         total_s: float,
         upstream_s: float = 0.0,

@@ -21,6 +21,7 @@ from proxy.dispatch.dispatcher import Outcome
 from proxy.errors import ProxyError, UpstreamFailed
 from proxy.policy.registry import ModelSpec
 from proxy.providers.base import UpstreamError, Usage
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.keys.store import KeyRecord
@@ -37,7 +38,7 @@ def new_decision_id() -> str:
 class Exchange:
     decision_id: str = field(default_factory=new_decision_id)
     started: float = field(default_factory=time.perf_counter)
-    endpoint: str = "chat"  # chat | responses | messages | embeddings | route
+    endpoint: str = Endpoint.CHAT
     request: CanonicalRequest | None = None
     state: str = "started"  # started | admitted | done
     requested_model: str = ""

@@ -32,6 +32,7 @@ from proxy.request.inbound import Inbound
 from proxy.request.relay import RelayResponse, stream_events
 from proxy.routing.planning import Plan, plan_request
 from proxy.routing.textscan import read_conversation
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 async def handle_chat(state: AppState, request: Request, inbound: Inbound | None = None) -> Response:
     """Chat completions, or another API through its inbound adapter (proxy/request/inbound.py)."""
-    ex = Exchange(endpoint=inbound.endpoint if inbound is not None else "chat")
+    ex = Exchange(endpoint=inbound.endpoint if inbound is not None else Endpoint.CHAT)
     state.metrics.request_started()
     handed_off = False
     try:
@@ -119,7 +120,7 @@ class AccountedResponse(Response):
 async def handle_route(state: AppState, request: Request, inbound: Inbound | None = None) -> Response:
     """POST /v1/route: a chat, Responses or Messages body (`inbound` parses the latter two);
     the decision, no model called."""
-    ex = Exchange(endpoint="route")
+    ex = Exchange(endpoint=Endpoint.ROUTE)
     try:
         await _begin(state, ex, request, inbound)
         ex.plan = await _plan(state, ex, request.headers)
