@@ -74,7 +74,14 @@ def test_every_endpoint_in_metrics_and_decisions(server: ThreadedServer) -> None
         r = post(server, key, endpoint)
         assert r.status_code == 200, r.text
         ids[endpoint] = r.headers["x-autoroute-decision-id"]
+    count = httpx.post(
+        server.url + "/v1/messages/count_tokens",
+        headers={"x-api-key": key},
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert count.status_code == 200
     metrics = httpx.get(server.url + "/metrics").text
+    assert any(line.startswith("autoroute_requests_total{") and 'endpoint="count_tokens"' in line for line in metrics.splitlines())
     label = {"chat": "chat_completions"}  # the vocabulary's names (proxy/vocab.py Endpoint)
     for endpoint in CALLS:
         assert any(

