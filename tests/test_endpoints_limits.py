@@ -40,7 +40,7 @@ def new_key(server: ThreadedServer, **fields: object) -> str:
 def post(server: ThreadedServer, key: str, endpoint: str, **fields: object) -> httpx.Response:
     path, body = CALLS[endpoint]
     body = {**body, **fields}
-    return httpx.post(server.url + path, headers={"authorization": f"Bearer {key}"}, json=body, timeout=20)
+    return httpx.post(server.url + path, headers={"authorization": f"Bearer {key}"}, json=body, timeout=60)
 
 
 @pytest.mark.parametrize("order", [["chat", "responses", "messages", "embeddings"], ["embeddings", "messages", "responses", "chat"]])
@@ -78,6 +78,7 @@ def test_every_endpoint_in_metrics_and_decisions(server: ThreadedServer) -> None
         server.url + "/v1/messages/count_tokens",
         headers={"x-api-key": key},
         json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
     )
     assert count.status_code == 200
     metrics = httpx.get(server.url + "/metrics").text
@@ -112,3 +113,15 @@ def test_route_dry_run_takes_each_body_shape(server: ThreadedServer, body: dict,
     r = httpx.post(server.url + "/v1/route", headers={"authorization": f"Bearer {key}", **headers}, json=body)
     assert r.status_code == 200, r.text
     assert r.json()["category"] == "complex_coding" and r.headers["x-autoroute-decision-id"] == r.json()["decision_id"]
+
+
+def test_auto_embeddings_is_the_keys_fixed_model(server: ThreadedServer, upstream: FakeUpstream) -> None:
+    """auto = the policy's embedding_model, or its local one for self_hosted_only keys; the same
+    model on every call (vectors from different models cannot be mixed)."""
+    local = new_key(server, self_hosted_only=True)
+    models = {post(server, local, "embeddings").json()["model"] for _ in range(3)}
+    assert models == {"ollama/nomic-embed-text"}
+    assert upstream.received[-1].body["model"] == "nomic-embed-text" and upstream.received[-1].path.endswith("/v1/embeddings")
+    r = post(server, local, "embeddings", model="openai/text-embedding-3-small")
+    assert r.status_code == 403  # a self-hosted-only key may not name a hosted embedder
+    assert post(server, new_key(server), "embeddings").json()["model"] == "openai/text-embedding-3-small"
