@@ -178,7 +178,7 @@ def test_messages_errors_are_anthropic_shaped(server: ThreadedServer, key: str) 
         claude(server, "sk-ar-wrong").messages.create(model="auto", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert auth.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     with pytest.raises(anthropic.NotFoundError) as nf:
-        claude(server, key).messages.create(model="claude-9-nonexistent", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        claude(server, key).messages.create(model="gemini-9-nonexistent", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert nf.value.body["type"] == "error" and nf.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     r = httpx.post(server.url + "/v1/messages", headers={"authorization": f"Bearer {key}"}, json={"model": "auto", "messages": []})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
