@@ -259,7 +259,7 @@ def ratios(rows: list[dict]) -> str:
         if parts:
             lines.append(f"  {name:<16} " + ", ".join(parts))
     lines.append("Responses and Messages as a multiple of chat completions (named-openai, same model and upstream):")
-    for name in ("responses-openai", "messages-openai"):
+    for name in ("responses-openai", "responses-nostore", "messages-openai"):
         parts = [
             f"c={c}: {cpu[(name, c)] / cpu[('named-openai', c)]:.2f}x" for c in concs if (name, c) in cpu and cpu.get(("named-openai", c))
         ]

@@ -97,6 +97,15 @@ def scenarios() -> list[Scenario]:
             path="/v1/responses",
         ),
         Scenario(
+            "responses-nostore",
+            "redis",
+            orjson.dumps({"model": "openai/gpt-4.1", "instructions": "You are a helpful assistant.", "input": QUESTION, "store": False}),
+            "/v1/chat/completions",
+            openai_direct,
+            "the same with store: false (no write to the response store)",
+            path="/v1/responses",
+        ),
+        Scenario(
             "messages-openai",
             "redis",
             orjson.dumps(
