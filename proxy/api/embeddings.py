@@ -13,6 +13,7 @@ batchEmbedContents. `encoding_format="base64"` is made here (little-endian float
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from starlette.routing import Route
 
 from proxy.api.chat import field_error
 from proxy.errors import InvalidRequest, ModelNotFound, ProxyError, ServiceUnavailable, UpstreamFailed
+from proxy.keys import access
 from proxy.keys.store import KeyRecord, bearer_token
 from proxy.policy.registry import Deployment, EmbeddingSpec
 from proxy.providers.base import UpstreamCall, UpstreamError, Usage
@@ -87,12 +89,12 @@ def resolve(policy: Policy, name: str, key: KeyRecord) -> tuple[EmbeddingSpec, s
         if wanted is None:
             raise ModelNotFound('This policy sets no embedding_model, so model="auto" cannot embed; name a model.', param="model")
         spec = models[wanted]
-        key.check_model(spec)  # type: ignore[arg-type]
+        access.check(key, spec)  # type: ignore[arg-type]
         return spec, "auto: the policy's embedding model for this key (stable: vectors from different models do not mix)"
     lowered = name.lower()
     for spec in models.values():
         if lowered in (spec.id.lower(), spec.api_model_id.lower()):
-            key.check_model(spec)  # type: ignore[arg-type]
+            access.check(key, spec)  # type: ignore[arg-type]
             return spec, "model named by the caller"
     raise ModelNotFound(f"The embedding model '{name}' does not exist. GET /v1/models lists the valid ones.", param="model")
 
@@ -193,17 +195,18 @@ async def create_embeddings(request: Request) -> Response:
             "prompt_tokens": ex.usage.prompt_tokens if ex.usage else tokens,
             "total_tokens": ex.usage.prompt_tokens if ex.usage else tokens,
         }
-        accounting.finish(ex, 200)
+        ex.completed(200)
         out = {"object": "list", "data": data, "model": spec.id, "usage": usage}
         return Response(orjson.dumps(out), media_type="application/json", headers=ex.response_headers())
     except ProxyError as exc:
-        ex.fail(exc)
-        accounting.finish(ex)
+        ex.failed(exc)
         exc.headers.update(ex.response_headers())
         raise
-    except BaseException as exc:
-        ex.error, ex.status, ex.error_type, ex.error_code = exc, 500, "api_error", "internal_error"
-        accounting.finish(ex)
+    except asyncio.CancelledError as exc:
+        ex.cancelled(exc)
+        raise
+    except Exception as exc:
+        ex.failed(exc)
         raise
     finally:
         with anyio.CancelScope(shield=True):
