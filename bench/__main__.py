@@ -86,7 +86,7 @@ def create_key(proxy: procs.Proc) -> str | None:
 def measure(
     proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, core: int | None, bearer: str | None, warm_up: bool = True
 ) -> dict:
-    url = proxy.url + "/v1/chat/completions"
+    url = proxy.url + scenario.path
     if warm_up:
         load.run(url, scenario.body, concurrency=conc, seconds=min(1.0, seconds), core=core, bearer=bearer)
     cpu0 = proxy.cpu_seconds()
@@ -256,6 +256,13 @@ def ratios(rows: list[dict]) -> str:
             value, base = cpu.get((name, c)), cpu.get(("baseline-forwarder", c))
             if value is not None:
                 parts.append(f"c={c}: {value:.3f} ms" + (f" ({value / base:.2f}x)" if base else ""))
+        if parts:
+            lines.append(f"  {name:<16} " + ", ".join(parts))
+    lines.append("Responses and Messages as a multiple of chat completions (named-openai, same model and upstream):")
+    for name in ("responses-openai", "responses-nostore", "messages-openai"):
+        parts = [
+            f"c={c}: {cpu[(name, c)] / cpu[('named-openai', c)]:.2f}x" for c in concs if (name, c) in cpu and cpu.get(("named-openai", c))
+        ]
         if parts:
             lines.append(f"  {name:<16} " + ", ".join(parts))
     return "\n".join(lines)

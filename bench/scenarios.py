@@ -40,6 +40,7 @@ class Scenario:
     direct_path: str
     direct_body: bytes
     note: str
+    path: str = "/v1/chat/completions"  # the proxy endpoint the scenario calls
 
 
 def scenarios() -> list[Scenario]:
@@ -85,6 +86,40 @@ def scenarios() -> list[Scenario]:
                 }
             ),
             "Anthropic via litellm translation",
+        ),
+        Scenario(
+            "responses-openai",
+            "redis",
+            orjson.dumps({"model": "openai/gpt-4.1", "instructions": "You are a helpful assistant.", "input": QUESTION}),
+            "/v1/chat/completions",
+            openai_direct,
+            "POST /v1/responses, same model and upstream as named-openai (store: true)",
+            path="/v1/responses",
+        ),
+        Scenario(
+            "responses-nostore",
+            "redis",
+            orjson.dumps({"model": "openai/gpt-4.1", "instructions": "You are a helpful assistant.", "input": QUESTION, "store": False}),
+            "/v1/chat/completions",
+            openai_direct,
+            "the same with store: false (no write to the response store)",
+            path="/v1/responses",
+        ),
+        Scenario(
+            "messages-openai",
+            "redis",
+            orjson.dumps(
+                {
+                    "model": "openai/gpt-4.1",
+                    "max_tokens": 256,
+                    "system": "You are a helpful assistant.",
+                    "messages": [{"role": "user", "content": QUESTION}],
+                }
+            ),
+            "/v1/chat/completions",
+            openai_direct,
+            "POST /v1/messages (Anthropic in), same model and upstream as named-openai",
+            path="/v1/messages",
         ),
         Scenario(
             "stream-usage",

@@ -7,11 +7,9 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,7 +21,9 @@ from proxy.admin import keys as admin_keys
 from proxy.admin import ops as admin_ops
 from proxy.admin import reload as admin_reload
 from proxy.admin.auth import require_admin
+from proxy.api import embeddings, messages, models, responses
 from proxy.api import feedback as feedback_api
+from proxy.api.route import route_decision
 from proxy.errors import NotFound, ProxyError
 from proxy.observe.decisions import decisions_route
 from proxy.observe.export import mark_worker_dead, metrics_route, multiprocess_dir, start_metrics_server
@@ -63,8 +63,10 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/route", route_decision, methods=["POST"]),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/models", list_models, methods=["GET"]),
+            *models.routes,
+            *responses.routes,
+            *messages.routes,
+            *embeddings.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             metrics_route(),
@@ -126,42 +128,6 @@ async def chat_completions(request: Request) -> Response:
     return await pipeline.handle_chat(_state(request), request)
 
 
-async def route_decision(request: Request) -> Response:
-    return await pipeline.handle_route(_state(request), request)
-
-
-async def list_models(request: Request) -> Response:
-    state = _state(request)
-    available = state.health.available_models()
-    created = int(time.time())
-    data = [{"id": "auto", "object": "model", "created": created, "owned_by": "autoroute"}]
-    for alias in ("auto:cheapest", "auto:balanced", "auto:best_quality", "auto:local"):
-        data.append({"id": alias, "object": "model", "created": created, "owned_by": "autoroute"})
-    for m in state.policy.models.values():
-        data.append(
-            {
-                "id": m.id,
-                "object": "model",
-                "created": created,
-                "owned_by": m.provider,
-                "autoroute": {
-                    "provider_model_id": m.api_model_id,
-                    "display_name": m.display_name,
-                    "tier": m.tier,
-                    "context_window": m.context_window,
-                    "input_usd_per_mtok": m.input_usd_per_mtok,
-                    "output_usd_per_mtok": m.output_usd_per_mtok,
-                    "supports_tools": m.supports_tools,
-                    "supports_vision": m.supports_vision,
-                    "self_hosted": m.self_hosted,
-                    "local": m.local,
-                    "available": m.id in available,
-                },
-            }
-        )
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
-
-
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -181,7 +147,9 @@ async def proxy_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        err: ProxyError = NotFound(f"No route {request.method} {request.url.path}. The API is under /v1 (e.g. POST /v1/chat/completions).")
+        err: ProxyError = NotFound(models.unknown_path_message(request.method, request.url.path))
+        if request.url.path.startswith("/v1/messages"):
+            return messages.anthropic_error(request, err)
     else:
         err = ProxyError(exc.detail or "HTTP error", status=exc.status_code, code="http_error")
         err.type = "invalid_request_error"  # type: ignore[misc]

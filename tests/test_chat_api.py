@@ -235,4 +235,4 @@ def test_content_parts_and_response_format_pass(client: openai.OpenAI, upstream:
 def test_models_endpoint(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
     assert "auto" in ids and "anthropic/claude-sonnet-4" in ids and "ollama/qwen3:1.7b" in ids
-    assert len([i for i in ids if not i.startswith("auto")]) == 13
+    assert len([i for i in ids if not i.startswith("auto")]) == 13 + 4  # 13 chat models, 4 embedding models

@@ -25,6 +25,7 @@ from proxy.observe.export import (
 )
 from proxy.observe.metrics import (
     CATEGORIES,
+    ENDPOINTS,
     ERROR_KINDS,
     LIMITS,
     OUTCOMES,
@@ -77,7 +78,9 @@ def test_request_lifecycle_counts_in_flight_outcome_and_latencies(m: Metrics) ->
         stream=True,
     )
     assert val(m, "autoroute_requests_in_flight") == 1
-    labels = dict(category="complex_coding", model="openai/gpt-4.1", preference="balanced", outcome="ok", status="2xx")
+    labels = dict(
+        endpoint="chat_completions", category="complex_coding", model="openai/gpt-4.1", preference="balanced", outcome="ok", status="2xx"
+    )
     assert val(m, "autoroute_requests_total", **labels) == 1
     assert val(m, "autoroute_request_duration_seconds_count", stream="true") == 1
     assert val(m, "autoroute_request_duration_seconds_sum", stream="true") == pytest.approx(2.5)
@@ -90,9 +93,16 @@ def test_request_lifecycle_counts_in_flight_outcome_and_latencies(m: Metrics) ->
 
     m.observe_request(outcome="rate_limited", status=429, total_s=0.002)  # refused before routing
     assert val(m, "autoroute_requests_in_flight") == 0
-    assert val(m, "autoroute_requests_total", category="none", model="none", preference="none", outcome="rate_limited", status="4xx") == 1
-    assert val(m, "autoroute_request_duration_seconds_count", stream="false") == 1
-    assert val(m, "autoroute_proxy_overhead_seconds_count") == 2
+    none = dict(category="none", model="none", preference="none")
+    assert val(m, "autoroute_requests_total", endpoint="chat_completions", **none, outcome="rate_limited", status="4xx") == 1
+    m.request_started()
+    m.observe_request(endpoint="messages", outcome="ok", status=200, total_s=0.1)
+    assert val(m, "autoroute_requests_total", endpoint="messages", **none, outcome="ok", status="2xx") == 1
+    m.request_started()
+    m.observe_request(endpoint="/v1/unknown", outcome="ok", status=200, total_s=0.1)  # a raw path never becomes a label
+    assert val(m, "autoroute_requests_total", endpoint="other", **none, outcome="ok", status="2xx") == 1
+    assert val(m, "autoroute_request_duration_seconds_count", stream="false") == 3
+    assert val(m, "autoroute_proxy_overhead_seconds_count") == 4
 
 
 def test_overhead_never_negative(m: Metrics) -> None:
@@ -302,7 +312,7 @@ def test_labels_stay_bounded_under_garbage(mk: Metrics) -> None:
     junk = [f"junk-{i}-" + "x" * 50 for i in range(40)]
     for i, j in enumerate(junk):
         mk.request_started()
-        mk.observe_request(outcome=j, status=600 + i, total_s=0.1, category=j, model=j, preference=j)
+        mk.observe_request(outcome=j, status=600 + i, total_s=0.1, category=j, model=j, preference=j, endpoint=j)
         mk.observe_route(category=j, model=j, preference=j, confidence=0.5, overrides=[j])
         mk.observe_llm_classifier(j)
         mk.observe_upstream_attempt(deployment=j, provider=j, model=j, seconds=0.1, error=j, ttft_s=0.1)
@@ -334,6 +344,7 @@ def test_labels_stay_bounded_under_garbage(mk: Metrics) -> None:
         "action": {"other"},
         "reason": {"write_error", "dropped", "other"},
         "stream": {"true", "false"},
+        "endpoint": set(ENDPOINTS) | {"other"},
         "result": {"ok", "error"},
         "le": None,
     }

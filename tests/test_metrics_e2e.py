@@ -100,4 +100,7 @@ def test_metrics_on_a_separate_port(environ: dict, upstream: FakeUpstream) -> No
     with serving(app) as srv:
         httpx.post(srv.url + "/v1/chat/completions", json={"model": "openai/gpt-4.1", "messages": ASK})
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    assert 'autoroute_requests_total{category="none",model="openai/gpt-4.1",outcome="ok",preference="none",status="2xx"} 1.0' in text
+    assert (
+        'autoroute_requests_total{category="none",endpoint="chat_completions",model="openai/gpt-4.1",outcome="ok",preference="none",status="2xx"} 1.0'
+        in text
+    )

@@ -117,7 +117,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
     try:
         ChatRequest.model_validate(body)
     except ValidationError as exc:
-        raise _field_error(exc) from None
+        raise field_error(exc) from None
     cap, other = body.get("max_completion_tokens"), body.get("max_tokens")
     if cap is not None and other is not None and cap != other:
         raise InvalidRequest(
@@ -172,7 +172,7 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _field_error(exc: ValidationError) -> InvalidRequest:
+def field_error(exc: ValidationError) -> InvalidRequest:
     errors = exc.errors(include_url=False)
     err = max(errors, key=lambda e: len(e["loc"]))  # the most specific problem
     loc = _clean_loc(tuple(err["loc"]))

@@ -16,6 +16,7 @@ use, so the order stays a cheap, pure-ish function of a few counters.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 
 from proxy.policy import Policy
@@ -43,7 +44,13 @@ class DeploymentTable:
         self.usable_models: frozenset[str] = frozenset(m for m, deps in self.usable.items() if deps)
 
     def for_model(self, model_id: str) -> tuple[Deployment, ...]:
-        return self.usable.get(model_id, ())
+        deps = self.usable.get(model_id)
+        if deps is None:  # outside the registry, forwarded by a deployment pattern: not cached (any name)
+            matched = [
+                d for d in self.deployments if self.has_credentials[d.id] and any(fnmatch.fnmatchcase(model_id, p) for p in d.models)
+            ]
+            deps = tuple(sorted(matched, key=lambda d: d.priority))
+        return deps
 
 
 class Balancer:
@@ -56,7 +63,7 @@ class Balancer:
         self._weights = {m: [d.weight for d in deps] for m, deps in table.usable.items()}
 
     def order(self, model_id: str, load: Callable[[str], int] = lambda _: 0) -> Sequence[Deployment]:
-        deps = self._table.usable.get(model_id, ())
+        deps = self._table.for_model(model_id)
         strategy = self._table.strategy.get(model_id, "failover")
         if len(deps) < 2 or strategy == "failover":
             return deps

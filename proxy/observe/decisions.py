@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from proxy.errors import InvalidRequest, ProxyError, StoreUnavailable
 from proxy.settings import _is_secret_name
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.observe.metrics import Metrics
@@ -64,7 +65,7 @@ class DecisionRecord:
     decision_id: str
     status: int
     outcome: str
-    endpoint: str = "chat"  # chat | route
+    endpoint: str = Endpoint.CHAT
     key_name: str | None = None
     key_id: str | None = None
     requested_model: str | None = None

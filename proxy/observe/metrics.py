@@ -180,8 +180,8 @@ class Metrics:
         g = lambda name, labels, mode, doc: Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)  # noqa: E731
         self.requests = c(
             "autoroute_requests_total",
-            ("category", "model", "preference", "outcome", "status"),
-            "Chat requests finished, by category, chosen model, preference, outcome and status class.",
+            ("endpoint", "category", "model", "preference", "outcome", "status"),
+            "Requests finished, by inbound API (chat/responses/messages/embeddings), category, chosen model, preference, outcome, status class.",
         )
         self.in_flight = g("autoroute_requests_in_flight", (), "livesum", "Chat requests being handled now.")
         self.routing_decisions = c(
@@ -318,13 +318,14 @@ class Metrics:
 
     # ── events ───────────────────────────────────────────────────────────────────────
     def request_started(self) -> None:
-        """A chat request arrived. Pair with exactly one `observe_request` (in a `finally`)."""
+        """A request (chat, responses, messages, embeddings) arrived. Pair with exactly one `observe_request` (in a `finally`)."""
         self.in_flight.inc()
 
     def observe_request(
         self,
         *,
         outcome: str,
+        endpoint: str = Endpoint.CHAT,
         status: int,
         total_s: float,
         upstream_s: float = 0.0,
@@ -333,10 +334,11 @@ class Metrics:
         preference: str | None = None,
         stream: bool = False,
     ) -> None:
-        """A chat request finished (any way). `model` is the chosen (plan primary or named)
+        """A request finished (any way). `model` is the chosen (plan primary or named)
         model; `upstream_s` is time spent waiting on upstreams (attempts and retry waits)."""
         self.in_flight.dec()
         key = (
+            self._pick(endpoint, ENDPOINTS),
             self._pick(category, CATEGORIES),
             self._model(model),
             self._pick(preference, PREFERENCES),

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from proxy.errors import PolicyError
+from proxy.policy import passthrough
 from proxy.policy.artifact import DEFAULT_ARTIFACT, RouterArtifact, load_artifact
 from proxy.policy.dispatch import DispatchPolicy
 from proxy.policy.limits import LimitsPolicy
@@ -80,6 +81,16 @@ class Policy:
         """A registry id (`anthropic/claude-sonnet-4`) or provider-side id (`claude-sonnet-4-20250514`)."""
         model_id = self._aliases.get(name.lower())
         return self.models[model_id] if model_id else None
+
+    def passthrough_model(self, name: str) -> tuple[ModelSpec, str] | None:
+        """A model outside the registry that a deployment's patterns forward, and where its
+        price came from (`cost_map`, `policy_rate`, `unpriced`); None if no pattern admits it."""
+        costs = passthrough.cost_map()
+        found = passthrough.match(self.registry.deployments, name, costs)
+        if found is None:
+            return None
+        dep, model_id, api_name = found
+        return passthrough.passthrough_spec(dep, model_id, api_name, costs, self.registry.unknown_model_price)
 
     def deployments_for(self, model: ModelSpec) -> list[Deployment]:
         return [d for d in self.registry.deployments if d.serves(model)]

@@ -20,3 +20,6 @@ class LimitsPolicy(Strict):
     store_timeout_s: float = Field(0.25, gt=0)
     reservation_ttl_s: int = Field(900, gt=0, description="an unsettled reservation expires after this")
     task: TaskBudget = TaskBudget()
+    stored_responses_ttl_s: int = Field(
+        30 * 86400, gt=0, description="/v1/responses objects (store: true) expire this long after creation; previous_response_id needs them"
+    )

@@ -30,6 +30,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class UnknownModelPrice(Strict):
+    """What a model forwarded by a deployment pattern costs when litellm's cost map does not
+    know it (proxy/policy/passthrough.py)."""
+
+    action: Literal["refuse_if_budgeted", "charge"] = Field(
+        "refuse_if_budgeted",
+        description="refuse_if_budgeted: keys with a budget get 403, others are forwarded unpriced; charge: the rates below",
+    )
+    input_usd_per_mtok: float = Field(0.0, ge=0)
+    output_usd_per_mtok: float = Field(0.0, ge=0)
+
+
 class ModelSpec(Strict):
     id: str = Field(description="Registry id, e.g. anthropic/claude-sonnet-4")
     provider: Provider
@@ -62,6 +74,25 @@ class ModelSpec(Strict):
     def unsupported_params(self) -> frozenset[str]:
         """Request parameters this model's wire format cannot carry (translated providers)."""
         return TRANSLATION_DROPS if WIRE_FORMAT[self.provider] != "openai" else frozenset()
+
+
+class EmbeddingSpec(Strict):
+    """An embedding model: priced per input token, vectors of `dimensions` floats."""
+
+    id: str
+    provider: Provider
+    api_model_id: str
+    display_name: str
+    dimensions: int = Field(gt=0, description="native vector length")
+    shortenable: bool = Field(False, description="takes the `dimensions` parameter (Matryoshka models)")
+    max_input_tokens: int = Field(8191, gt=0, description="per input")
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = 0.0
+    self_hosted: bool = False
+    local: bool = False
+
+    def cost_usd(self, input_tokens: int, output_tokens: int = 0) -> float:
+        return input_tokens * self.input_usd_per_mtok / 1_000_000
 
 
 class Timeouts(Strict):
@@ -97,12 +128,12 @@ class Deployment(Strict):
     def wire_format(self) -> WireFormat:
         return WIRE_FORMAT[self.provider]
 
-    def serves(self, model: ModelSpec) -> bool:
+    def serves(self, model: ModelSpec | EmbeddingSpec) -> bool:
         if not self.models:
             return model.provider == self.provider
         return any(fnmatch.fnmatchcase(model.id, pattern) for pattern in self.models)
 
-    def upstream_model_name(self, model: ModelSpec) -> str:
+    def upstream_model_name(self, model: ModelSpec | EmbeddingSpec) -> str:
         return self.model_names.get(model.id, model.api_model_id)
 
     def api_key(self, environ: Mapping[str, str]) -> str | None:
@@ -114,11 +145,18 @@ class Deployment(Strict):
 
 class RegistryFile(Strict):
     models: tuple[ModelSpec, ...]
+    embedding_models: tuple[EmbeddingSpec, ...] = ()
+    embedding_model: str | None = Field(None, description='what model="auto" embeds with: one model, so vectors stay comparable')
+    local_embedding_model: str | None = Field(None, description='model="auto" for self_hosted_only keys')
+    unknown_model_price: UnknownModelPrice = UnknownModelPrice()
     deployments: tuple[Deployment, ...] = ()
 
     @model_validator(mode="after")
     def _check_references(self) -> RegistryFile:
-        ids = [m.id for m in self.models]
+        ids = [m.id for m in self.models] + [e.id for e in self.embedding_models]
+        for name in (self.embedding_model, self.local_embedding_model):
+            if name is not None and name not in ids[len(self.models) :]:
+                raise ValueError(f"embedding model {name!r} is not in embedding_models")
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate model ids: {', '.join(dupes)}")

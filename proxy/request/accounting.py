@@ -9,7 +9,7 @@ from proxy.observe.decisions import DecisionRecord
 from proxy.observe.metrics import outcome_of
 from proxy.providers.base import Usage
 from proxy.request.exchange import Exchange
-from proxy.vocab import BudgetPeriod
+from proxy.vocab import BudgetPeriod, Endpoint
 
 if TYPE_CHECKING:
     from proxy.keys.store import KeyRecord
@@ -58,8 +58,9 @@ async def record(state: AppState, ex: Exchange) -> None:
         metrics.rejected(limit)
     plan = ex.plan
     key_name = ex.key.name if ex.key is not None else None
-    if ex.endpoint == "chat":
+    if ex.endpoint != Endpoint.ROUTE:
         metrics.observe_request(
+            endpoint=ex.endpoint,
             outcome=outcome_of(ex.error),
             status=ex.status,
             total_s=ex.total_seconds,
@@ -123,7 +124,7 @@ def log_record(ex: Exchange, key_name: str | None, estimated_cost: float | None)
         cost_usd=ex.cost_usd,
         estimated_cost_usd=estimated_cost if estimated_cost is not None else d.get("estimated_cost_usd"),
         total_s=ex.total_seconds,
-        upstream_s=ex.waited_seconds if ex.endpoint == "chat" else None,
+        upstream_s=ex.waited_seconds if ex.endpoint != Endpoint.ROUTE else None,
         ttft_s=ex.ttft_s,
         error_type=ex.error_type,
         task_id=ex.task_id,

@@ -21,6 +21,7 @@ from proxy.dispatch.dispatcher import Outcome
 from proxy.errors import ProxyError, UpstreamFailed
 from proxy.policy.registry import ModelSpec
 from proxy.providers.base import UpstreamError, Usage
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.keys.store import KeyRecord
@@ -37,7 +38,7 @@ def new_decision_id() -> str:
 class Exchange:
     decision_id: str = field(default_factory=new_decision_id)
     started: float = field(default_factory=time.perf_counter)
-    endpoint: str = "chat"  # chat | route
+    endpoint: str = Endpoint.CHAT
     request: CanonicalRequest | None = None
     state: str = "started"  # started | admitted | done
     requested_model: str = ""
@@ -57,6 +58,7 @@ class Exchange:
     ttft_s: float | None = None
     finished: float | None = None
     prompt: str | None = None  # the last user turn, only when the policy logs prompts
+    notes: list[str] = field(default_factory=list)  # what an inbound adapter changed (x-autoroute-note)
 
     @property
     def routed(self) -> bool:
@@ -137,6 +139,8 @@ class Exchange:
         request = self.plan.request if self.plan is not None else None
         if request is not None and request.dropped:
             headers["x-autoroute-dropped-params"] = ",".join(request.dropped)
+        if self.notes:
+            headers["x-autoroute-note"] = header_safe("; ".join(self.notes))
         if self.admission is not None:
             headers.update(self.admission.headers)
         return headers

@@ -28,21 +28,24 @@ from proxy.request import accounting
 from proxy.request.admission import Admission
 from proxy.request.canonical import CanonicalRequest
 from proxy.request.exchange import Exchange
+from proxy.request.inbound import Inbound
 from proxy.request.relay import RelayResponse, stream_events
 from proxy.routing.planning import Plan, plan_request
 from proxy.routing.textscan import read_conversation
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
 
 
-async def handle_chat(state: AppState, request: Request) -> Response:
-    ex = Exchange()
+async def handle_chat(state: AppState, request: Request, inbound: Inbound | None = None) -> Response:
+    """Chat completions, or another API through its inbound adapter (proxy/request/inbound.py)."""
+    ex = Exchange(endpoint=inbound.endpoint if inbound is not None else Endpoint.CHAT)
     state.metrics.request_started()
     state.drain.started()  # accounted before the store closes at shutdown (AppState.record)
     handed_off = False
     try:
-        req = await _begin(state, ex, request)
+        req = await _begin(state, ex, request, inbound)
         ex.plan = plan = await _plan(state, ex, request.headers)
         body = (plan.request or req).render()  # what every upstream gets (per-model fixes in dispatch)
         for second_chance in (False, True):
@@ -75,12 +78,15 @@ async def handle_chat(state: AppState, request: Request) -> Response:
         headers = ex.response_headers()
         if req.stream:
             handed_off = True
-            events = stream_events(state, ex, opened)
+            renderer = inbound.stream(state, ex, body) if inbound is not None else None
+            events = stream_events(state, ex, opened, renderer)
             first = await anext(events)  # started: its cleanup now runs however the response ends
             return RelayResponse(events, first, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         result = completion.body
         result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
         accounting.settle_usage(ex, completion.usage, accounting.output_chars(result, "message"))
+        if inbound is not None:
+            result = await inbound.render(state, ex, body, result)
         ex.completed(200)
         handed_off = True
         return AccountedResponse(state, ex, orjson.dumps(result), media_type="application/json", headers=headers)
@@ -116,11 +122,12 @@ class AccountedResponse(Response):
                 await self._state.record(self._ex)
 
 
-async def handle_route(state: AppState, request: Request) -> Response:
-    """POST /v1/route: the same body as chat completions; the decision, no model called."""
-    ex = Exchange(endpoint="route")
+async def handle_route(state: AppState, request: Request, inbound: Inbound | None = None) -> Response:
+    """POST /v1/route: a chat, Responses or Messages body (`inbound` parses the latter two);
+    the decision, no model called."""
+    ex = Exchange(endpoint=Endpoint.ROUTE)
     try:
-        await _begin(state, ex, request)
+        await _begin(state, ex, request, inbound)
         ex.plan = await _plan(state, ex, request.headers)
         ex.completed(200)
         decision = dict(ex.plan.decision)
@@ -136,11 +143,14 @@ async def handle_route(state: AppState, request: Request) -> Response:
             await state.record(ex)
 
 
-async def _begin(state: AppState, ex: Exchange, request: Request) -> CanonicalRequest:
+async def _begin(state: AppState, ex: Exchange, request: Request, inbound: Inbound | None = None) -> CanonicalRequest:
     """Caller (before the body is read: an unknown caller costs nothing), then the body, read
-    once into the canonical request."""
+    once into the canonical request (another API's body through its adapter's chat body)."""
     ex.key = await state.keys.authenticate(bearer_token(request.headers))
-    body = await read_json_body(request, state.settings.max_body_bytes)
+    if inbound is None:
+        body = await read_json_body(request, state.settings.max_body_bytes)
+    else:
+        body = await inbound.parse(state, ex, await read_body(request, state.settings.max_body_bytes), request.headers)
     ex.request = req = to_canonical(body, request.headers)
     ex.requested_model = req.model
     ex.stream = req.stream
@@ -159,6 +169,10 @@ async def _plan(state: AppState, ex: Exchange, headers: Mapping[str, str]) -> Pl
 
 
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    return parse_chat_request(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit} (AUTOROUTE_MAX_BODY_BYTES).")
@@ -175,4 +189,4 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
         raise InvalidRequest("The client disconnected before sending the whole body.") from None
     except TimeoutError:
         raise RequestTimeout(f"The request body did not arrive within {timeout:g}s (AUTOROUTE_BODY_TIMEOUT_S).") from None
-    return parse_chat_request(b"".join(chunks))
+    return b"".join(chunks)

@@ -23,12 +23,16 @@ from proxy.providers.base import UpstreamError
 from proxy.request import accounting
 from proxy.request.drain import StreamCut
 from proxy.request.exchange import Exchange
+from proxy.request.inbound import StreamRenderer
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
 
 
-async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> AsyncGenerator[bytes, None]:
+async def stream_events(
+    state: AppState, ex: Exchange, opened: OpenStream, renderer: StreamRenderer | None = None
+) -> AsyncGenerator[bytes, None]:
+    """Chat chunks as OpenAI SSE, or through `renderer` as another API's events."""
     assert ex.request is not None
     model_id = ex.outcome.model.id if ex.outcome.model else ex.request.model
     include_usage = ex.request.include_usage
@@ -44,10 +48,12 @@ async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> As
                 if ex.ttft_s is None:
                     ex.ttft_s = ex.total_seconds
                 last = chunk
-                yield sse.encode(chunk)
+                yield sse.encode(chunk) if renderer is None else renderer.chunk(chunk)
             chunk = await tracked.next(opened.rest)
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
-        if include_usage and ex.usage is not None:
+        if renderer is not None:
+            yield await renderer.end(ex.usage)
+        elif include_usage and ex.usage is not None:
             yield sse.encode(
                 {
                     "id": last.get("id"),
@@ -58,12 +64,16 @@ async def stream_events(state: AppState, ex: Exchange, opened: OpenStream) -> As
                     "usage": ex.usage.as_openai(),
                 }
             )
-        yield sse.DONE
+        if renderer is None:
+            yield sse.DONE
         ex.completed(200)
     except UpstreamError as exc:
         ex.outcome.attempts[-1].error = exc
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         ex.upstream_failed(exc)
+        if renderer is not None:
+            yield renderer.error(exc.kind, f"The upstream failed mid-stream: {exc.message}")
+            return
         yield sse.encode(
             {
                 "error": {

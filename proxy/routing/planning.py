@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.errors import InvalidRequest, ModelNotFound, NoCapableModel, ProxyError, ServiceUnavailable
+from proxy.errors import InvalidRequest, ModelNotFound, NoCapableModel, PermissionDenied, ProxyError, ServiceUnavailable
 from proxy.keys import access
 from proxy.keys.store import KeyRecord
 from proxy.policy import Policy
+from proxy.policy.passthrough import REASONS as PRICE_REASONS
 from proxy.policy.registry import ModelSpec
 from proxy.routing.classify import Classification, classify
 from proxy.routing.learned import router_for
@@ -103,6 +104,17 @@ def last_resort(policy: Policy, key: KeyRecord | None, models: list[ModelSpec], 
 def _named(policy: Policy, decision_id: str, req: CanonicalRequest, key: KeyRecord | None, input_tokens: int) -> Plan:
     name = req.model
     model = policy.resolve_model(name)
+    reason = "model named by the caller"
+    if model is None and (found := policy.passthrough_model(name)) is not None:
+        model, source = found
+        if source == "unpriced" and key is not None and key.has_budgets:
+            raise PermissionDenied(
+                f"'{name}' is not in the registry and has no known price, and this key has a budget; "
+                "name a registry model, or set unknown_model_price in models.yaml.",
+                param="model",
+                code="unknown_model_price",
+            )
+        reason = f"model named by the caller, forwarded by a deployment pattern; {PRICE_REASONS[source]}"
     if model is None:
         raise ModelNotFound(
             f"The model '{name}' does not exist. GET /v1/models lists the valid ones; use model=\"auto\" to let autoroute choose.",
@@ -130,7 +142,7 @@ def _named(policy: Policy, decision_id: str, req: CanonicalRequest, key: KeyReco
         "estimated_input_tokens": input_tokens,
         "estimated_output_tokens": output_tokens,
         "estimated_cost_usd": 0.0,
-        "reason": "model named by the caller",
+        "reason": reason,
         "policy_hash": policy.hash,
     }
     return Plan([model], input_tokens, output_tokens, decision, request=req, capped=req.output_cap is not None)

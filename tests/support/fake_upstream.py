@@ -156,6 +156,17 @@ class FakeUpstream:
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             return await _send(send, 400, b'{"error": {"message": "bad json"}}')
+        if path.endswith("/embeddings") or ":batchEmbedContents" in path:
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+            rec = Received(
+                path, body.get("model") or path.split("/models/")[-1].split(":")[0], body, headers, time.monotonic(), completed=True
+            )
+            if self.record:
+                self.received.append(rec)
+            fault = self._next_fault(rec.model)
+            if fault and fault.kind == "status":
+                return await _send(send, fault.status, orjson.dumps({"error": {"message": f"fake upstream says {fault.status}"}}))
+            return await _send(send, 200, orjson.dumps(embeddings_answer(path, body)))
         if path.endswith("/chat/completions"):
             fmt, model, stream = "openai", body.get("model", ""), bool(body.get("stream"))
         elif path.endswith("/messages"):
@@ -468,6 +479,31 @@ class _Answer:
                 event["usageMetadata"] = meta
             out.append(_sse(event))
         return out
+
+
+EMBED_DIMS = 8
+
+
+def fake_vector(text: str, dims: int) -> list[float]:
+    """Deterministic: the same text always gets the same vector (so tests can compare)."""
+    seed = sum(map(ord, text)) or 1
+    return [((seed * (i + 7)) % 97) / 97.0 for i in range(dims)]
+
+
+def embeddings_answer(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI /embeddings (`dimensions` honoured, else EMBED_DIMS floats) or Gemini batchEmbedContents."""
+    if ":batchEmbedContents" in path:
+        out = []
+        for r in body.get("requests") or ():
+            text = "".join(p.get("text", "") for p in r["content"]["parts"])
+            out.append({"values": fake_vector(text, r.get("outputDimensionality") or EMBED_DIMS)})
+        return {"embeddings": out}
+    items = body.get("input")
+    items = [items] if isinstance(items, str) or (items and isinstance(items[0], int)) else items
+    dims = body.get("dimensions") or EMBED_DIMS
+    data = [{"object": "embedding", "index": i, "embedding": fake_vector(str(t), dims)} for i, t in enumerate(items)]
+    tokens = sum(len(t) if isinstance(t, list) else len(str(t).split()) for t in items)
+    return {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def main() -> None:
