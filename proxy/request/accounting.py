@@ -80,7 +80,7 @@ async def record(state: AppState, ex: Exchange) -> None:
             estimated_cost_usd=estimated,
             key=key_name,
         )
-    if ex.endpoint == "chat" and plan is not None and plan.routed and ex.status >= 500 and ex.key is not None:
+    if ex.endpoint != Endpoint.ROUTE and plan is not None and plan.routed and ex.status >= 500 and ex.key is not None:
         state.feedback.implicit(ex.decision_id, ex.key.id, "upstream_error")  # the routed model (and its fallbacks) failed
     state.decisions.record(log_record(ex, key_name, estimated))
 

@@ -140,7 +140,7 @@ class AppState:
         try:
             await accounting.record(self, ex)
         finally:
-            if ex.endpoint == "chat":
+            if ex.drained:
                 self.drain.recorded()
 
     async def complete_for_classifier(self, model_id: str, body: dict[str, Any]) -> Mapping[str, Any]:

@@ -39,6 +39,7 @@ class Exchange:
     decision_id: str = field(default_factory=new_decision_id)
     started: float = field(default_factory=time.perf_counter)
     endpoint: str = Endpoint.CHAT
+    drained: bool = False  # counted by the shutdown drain (AppState.record tells it once accounted)
     request: CanonicalRequest | None = None
     state: str = "started"  # started | admitted | done
     requested_model: str = ""

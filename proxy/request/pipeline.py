@@ -43,6 +43,7 @@ async def handle_chat(state: AppState, request: Request, inbound: Inbound | None
     ex = Exchange(endpoint=inbound.endpoint if inbound is not None else Endpoint.CHAT)
     state.metrics.request_started()
     state.drain.started()  # accounted before the store closes at shutdown (AppState.record)
+    ex.drained = True
     handed_off = False
     try:
         req = await _begin(state, ex, request, inbound)

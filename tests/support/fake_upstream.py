@@ -305,7 +305,7 @@ class _Answer:
             decls = [d for t in tools for d in t.get("function_declarations", t.get("functionDeclarations", []))]
             names = [d["name"] for d in decls]
         else:
-            messages = body.get("messages") or []
+            messages = [m for m in body.get("messages") or [] if m.get("role") != "system"]  # a trailing system turn is context
             last_is_user = bool(messages) and messages[-1].get("role") == "user"
             if fmt == "anthropic":
                 last_is_user = last_is_user and not any(
