@@ -52,10 +52,10 @@ lint: install
 test: install tools redis-binary lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install redis
+bench: install
 	$(BIN)/python -m bench
 
-bench-smoke: install redis
+bench-smoke: install
 	$(BIN)/python -m bench --smoke
 
 chaos: install redis-binary

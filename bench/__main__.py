@@ -1,11 +1,13 @@
-"""autoroute's benchmark: `make bench` (full, ~10 min) or `make bench-smoke` (CI, seconds).
+"""autoroute's benchmark beside its peers: `make bench` (full) or `make bench-smoke` (CI, < 60 s).
 
-Starts the fake upstream and each proxy configuration as separate processes, pinned to
-separate cores where the machine has two, drives load with wrk (else an asyncio client)
-at concurrency 1, 16 and 64, and prints one table: requests/s, client latency p50/p99,
-added latency vs the same request sent straight to the upstream, proxy CPU per request
-(/proc utime+stime over requests served), RSS after the run, and start-to-ready time.
-Writes the table as JSON to bench/results/latest.json.
+Starts the fake upstream (OpenAI, Anthropic and Gemini formats), the bare Python forwarder,
+Portkey's gateway and LiteLLM's proxy (installed on first use under bench/peers/) and autoroute
+in several set-ups, every gateway pinned to core 0 and the upstream and wrk to core 1. The runs
+are interleaved, so every gateway sees the same machine; each figure is the median of
+`--repeats`. Per gateway and scenario: CPU ms per request and req/s at c=16 (/proc
+utime+stime over the load phase), p50 and added p50 at c=1, RSS. After every autoroute run the
+bench checks that each request was counted, settled and recorded (bench/verify.py).
+Writes bench/results/latest.json (smoke: smoke.json).
 """
 
 from __future__ import annotations
@@ -17,59 +19,71 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from bench import load, procs
+from bench import load, peers, procs, verify
+from bench.report import ratios, table
 from bench.scenarios import Scenario, scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MASTER = "sk-bench-master-0123456789"
-UPSTREAM_PORT, PROXY_PORT = 9401, 9402
-REDIS_DBS = {"redis": 11, "translate": 12, "redis-long": 10}  # a process each: RSS per workload
+REDIS_DBS = {"all": 1, "anthropic": 2, "openai": 3, "long": 4, "soak": 5}  # on the bench's own redis-server
 
 
-def proxy_env(config: str, upstream: str) -> dict[str, str]:
+def sid(s: Scenario) -> str:
+    return f"{s.gateway}/{s.name}"
+
+
+def proxy_env(config: str, upstream: str, redis_port: int = 6379) -> dict[str, str]:
     env = {
-        "AUTOROUTE_MASTER_KEY": MASTER,
         "AUTOROUTE_LOG_LEVEL": "warning",
-        # Only OpenAI-compatible providers have keys, so `auto` measures the direct path.
         "OPENAI_BASE_URL": f"{upstream}/v1",
-        "OPENAI_API_KEY": "sk-bench-openai",
         "TOGETHER_BASE_URL": f"{upstream}/v1",
-        "TOGETHER_API_KEY": "tg-bench",
         "OLLAMA_HOST": upstream,
         "ANTHROPIC_BASE_URL": upstream,
         "GEMINI_API_BASE": upstream,
     }
-    if config in REDIS_DBS:  # production set-up: the limits store is a real Redis
-        env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DBS[config]}"
-    if config == "translate":
-        env["ANTHROPIC_API_KEY"] = "sk-ant-bench"
+    keys = {
+        "OPENAI_API_KEY": "sk-bench-openai",
+        "ANTHROPIC_API_KEY": "sk-ant-bench",
+        "GEMINI_API_KEY": "gm-bench",
+        "TOGETHER_API_KEY": "tg",
+    }
+    if config == "openai":
+        keys = {"OPENAI_API_KEY": keys["OPENAI_API_KEY"]}
+    elif config == "anthropic":
+        keys = {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]}
+    env.update(keys)
+    if config != "embedded":  # production set-up: master key, virtual keys, limits on a real Redis
+        env["AUTOROUTE_MASTER_KEY"] = MASTER
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/{REDIS_DBS[config]}"
     return env
 
 
-def start_proxy(config: str, upstream: str, core: int | None, logdir: Path, port: int) -> procs.Proc:
+def start(config: str, upstream: str, core: int | None, logdir: Path, port: int, redis_port: int) -> procs.Proc:
     if config == "baseline":
-        return procs.start(
-            "baseline", ["-m", "bench.baseline", "--port", str(port), "--upstream", upstream], port, core=core, log=logdir / "baseline.log"
-        )
-    if config in REDIS_DBS:
-        import redis
-
-        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DBS[config]).flushdb()  # dbs 10-12 belong to the benchmark
+        args = ["-m", "bench.baseline", "--port", str(port), "--upstream", upstream]
+        return procs.start("baseline", args, port, core=core, log=logdir / "baseline.log")
+    if config == "portkey":
+        return peers.start_portkey(port, core, logdir)
+    if config == "litellm":
+        return peers.start_litellm(port, core, logdir, upstream, MASTER)
+    env = proxy_env(config, upstream, redis_port)
     return procs.start(
         f"autoroute-{config}",
         ["-m", "proxy", "serve", "--port", str(port)],
         port,
         core=core,
-        env=proxy_env(config, upstream),
-        log=logdir / f"autoroute-{config}.log",
+        env=env,
+        log=logdir / f"{config}.log",
+        timeout_s=600,
     )
 
 
-def create_key(proxy: procs.Proc) -> str | None:
+def create_key(proxy: procs.Proc) -> tuple[str, str]:
     """A virtual key with generous limits, so the full admission path runs on every request."""
     resp = httpx.post(
         proxy.url + "/admin/keys",
@@ -77,45 +91,83 @@ def create_key(proxy: procs.Proc) -> str | None:
         timeout=10,
         json={"name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "budget_usd_day": 1e9, "budget_usd_month": 1e9},
     )
-    if resp.status_code >= 300:
-        print(f"  (could not create a key: {resp.status_code}; running without one)", file=sys.stderr)
-        return None
-    return resp.json()["key"]
+    resp.raise_for_status()
+    data = resp.json()
+    return data["key"], data["id"]
 
 
-def measure(
-    proxy: procs.Proc, scenario: Scenario, conc: int, seconds: float, core: int | None, bearer: str | None, warm_up: bool = True
-) -> dict:
-    url = proxy.url + scenario.path
-    if warm_up:
-        load.run(url, scenario.body, concurrency=conc, seconds=min(1.0, seconds), core=core, bearer=bearer)
-    cpu0 = proxy.cpu_seconds()
-    result = load.run(url, scenario.body, concurrency=conc, seconds=seconds, core=core, bearer=bearer)
-    cpu1 = proxy.cpu_seconds()
-    return {
-        "scenario": scenario.name,
-        "concurrency": conc,
-        "requests": result.requests,
-        "errors": result.errors,
-        "rps": round(result.rps, 1),
-        "p50_ms": round(result.p50_ms, 3),
-        "p99_ms": round(result.p99_ms, 3),
-        "cpu_ms_per_request": round((cpu1 - cpu0) * 1000 / max(1, result.requests), 3),
-        "rss_mb": round(proxy.rss_mb(), 1),
-        "ready_s": round(proxy.ready_seconds, 3),
-    }
+class Target:
+    """One scenario on its running process: headers, key, and the per-request cost it settles."""
+
+    def __init__(self, scenario: Scenario, proxy: procs.Proc, upstream: str, key: tuple[str, str] | None) -> None:
+        self.s, self.proxy = scenario, proxy
+        self.url = proxy.url + scenario.path
+        self.headers = {k: v.format(upstream=upstream, litellm_master=MASTER) for k, v in scenario.headers.items()}
+        self.bearer, self.key_id = key if key else (None, None)
+        self.unit_cost = 0.0
+
+    @property
+    def checked(self) -> bool:
+        return self.s.gateway == "autoroute"
+
+    def probe(self) -> None:
+        """One request: it must succeed, go where the scenario says, and tells the unit cost."""
+        headers = {"content-type": "application/json", **self.headers}
+        if self.bearer:
+            headers["authorization"] = f"Bearer {self.bearer}"
+        before = verify.settled(self.proxy.url, self.key_id, MASTER) if self.checked else None
+        resp = httpx.post(self.url, content=self.s.body, headers=headers, timeout=30)
+        if resp.status_code != 200:
+            raise RuntimeError(f"{sid(self.s)}: probe got {resp.status_code}: {resp.text[:300]}")
+        model = resp.headers.get("x-autoroute-model", "")
+        if self.s.routed_to and not model.startswith(self.s.routed_to):
+            raise RuntimeError(f"{sid(self.s)}: routed to {model!r}, expected {self.s.routed_to}*")
+        if before is not None:
+            after = verify.settled(self.proxy.url, self.key_id, MASTER)
+            self.unit_cost = after.cost_usd - before.cost_usd
+
+    def load(self, conc: int, seconds: float, core: int | None) -> load.LoadResult:
+        return load.run(self.url, self.s.body, concurrency=conc, seconds=seconds, core=core, bearer=self.bearer, headers=self.headers)
+
+    def measure(self, conc: int, seconds: float, core: int | None, warm_up: bool) -> dict:
+        if warm_up:
+            self.load(conc, min(1.0, seconds), core)
+        before = verify.settled(self.proxy.url, self.key_id, MASTER) if self.checked else None
+        cpu0 = self.proxy.cpu_seconds()
+        result = self.load(conc, seconds, core)
+        cpu1 = self.proxy.cpu_seconds()
+        problems: list[str] = []
+        if before is not None:
+            after = verify.settled(self.proxy.url, self.key_id, MASTER)
+            problems = verify.check(before, after, result.requests, conc, self.unit_cost)
+            for p in problems:
+                print(f"  VERIFY {sid(self.s)} c={conc}: {p}", file=sys.stderr, flush=True)
+        return {
+            "gateway": self.s.gateway,
+            "scenario": self.s.name,
+            "concurrency": conc,
+            "requests": result.requests,
+            "errors": result.errors,
+            "rps": round(result.rps, 1),
+            "p50_ms": round(result.p50_ms, 3),
+            "p99_ms": round(result.p99_ms, 3),
+            "cpu_ms_per_request": round((cpu1 - cpu0) * 1000 / max(1, result.requests), 3),
+            "rss_mb": round(self.proxy.rss_mb(), 1),
+            "verified": (not [p for p in problems if not p.startswith("warning: ")]) if self.checked else None,
+            "problems": problems,
+        }
 
 
-def soak(proxy: procs.Proc, scenario: Scenario, total: int, core: int | None, bearer: str | None) -> dict:
+def soak(target: Target, total: int, core: int | None) -> dict:
     done, samples = 0, []
     while done < total:
-        result = load.run(proxy.url + "/v1/chat/completions", scenario.body, concurrency=16, seconds=5, core=core, bearer=bearer)
-        done += result.requests
-        samples.append((done, round(proxy.rss_mb(), 1)))
+        done += target.load(16, 5, core).requests
+        samples.append((done, round(target.proxy.rss_mb(), 1)))
     half = next(rss for n, rss in samples if n >= total / 2)
     return {
-        "scenario": scenario.name,
+        "scenario": sid(target.s),
         "requests": done,
+        "rss_mb_at_start": samples[0][1],
         "rss_mb_at_half": half,
         "rss_mb_at_end": samples[-1][1],
         "growth_last_half_mb": round(samples[-1][1] - half, 1),
@@ -127,95 +179,124 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure; the median is reported")
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--only", help="comma-separated scenario names")
-    parser.add_argument("--soak", type=int, default=0, help="also run N requests of auto-redis and track RSS (e.g. 100000)")
-    parser.add_argument(
-        "--smoke", action="store_true", help="CI: every scenario once for 1 s at concurrency 8, no warm-up, no direct runs; fails on errors"
-    )
+    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--only", help="comma-separated scenarios, as gateway/name or name")
+    parser.add_argument("--no-peers", action="store_true", help="skip Portkey and LiteLLM")
+    parser.add_argument("--soak", type=int, default=0, help="also run N `auto` requests (every provider keyed) and track RSS")
+    parser.add_argument("--smoke", action="store_true", help="CI: autoroute scenarios once for 1 s at c=4, no peers; fails on errors")
     parser.add_argument("--out", type=Path, help="default: bench/results/latest.json (smoke: smoke.json)")
     args = parser.parse_args(argv)
     args.out = args.out or RESULTS / ("smoke.json" if args.smoke else "latest.json")
-    concs = [8] if args.smoke else [int(c) for c in args.concurrency.split(",")]
+    concs = [4] if args.smoke else [int(c) for c in args.concurrency.split(",")]
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
-    chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
+    only = set(args.only.split(",")) if args.only else None
+    chosen = [
+        s
+        for s in scenarios()
+        if (s.name in only or sid(s) in only if only else s.default)
+        and not (args.smoke and not s.smoke)
+        and not (args.no_peers and s.gateway in ("portkey", "litellm"))
+    ]
+    if not args.smoke:
+        peers.ensure_wrk()
 
     available = procs.cores()
     proxy_core, other_core = (available[0], available[1]) if len(available) >= 2 else (None, None)
     logdir = Path(tempfile.mkdtemp(prefix="autoroute-bench-"))
+    redis_server = procs.start_redis(other_core, logdir)
+    upstream_port = procs.free_port()
     upstream = procs.start(
         "fake-upstream",
-        ["-m", "tests.support.fake_upstream", "--port", str(UPSTREAM_PORT), "--no-record"],
-        UPSTREAM_PORT,
+        ["-m", "tests.support.fake_upstream", "--port", str(upstream_port), "--no-record"],
+        upstream_port,
         core=other_core,
         ready_path="/_control/reset",
         log=logdir / "upstream.log",
     )
-    proxies: dict[str, procs.Proc] = {}
-    bearers: dict[str, str | None] = {}
+    running: dict[str, procs.Proc] = {}
+    targets: dict[str, Target] = {}
     runs: dict[tuple[str, int], list[dict]] = {}
     direct: dict[tuple[bytes, str, int], list[float]] = {}
     soak_result = None
     try:
-        # Every configuration runs at once, pinned to the same core (an idle one costs nothing),
-        # and the runs are interleaved: forwarder and proxy see the same machine conditions.
-        for config in dict.fromkeys(s.config for s in chosen):
-            port = PROXY_PORT + len(proxies)
-            proxies[config] = start_proxy(config, upstream.url, proxy_core, logdir, port)
-            bearers[config] = create_key(proxies[config]) if config != "baseline" else None
+        # Every process runs at once, pinned to the same core (an idle one costs nothing), and the
+        # runs are interleaved: peers, forwarder and autoroute see the same machine conditions.
+        configs = list(dict.fromkeys(s.config for s in chosen))
+        with ThreadPoolExecutor(len(configs)) as pool:  # start together: litellm's import dominates start-up
+            futures = {c: pool.submit(start, c, upstream.url, proxy_core, logdir, procs.free_port(), redis_server.port) for c in configs}
+            failed = None
+            for config, future in futures.items():
+                try:
+                    running[config] = future.result()
+                    print(f"  started {config} in {running[config].ready_seconds:.2f} s", file=sys.stderr, flush=True)
+                except Exception as exc:  # the others still get stopped below
+                    failed = failed or exc
+            if failed:
+                raise failed
+        for s in chosen:
+            proc = running[s.config]
+            keyed = s.gateway == "autoroute" and s.config != "embedded"
+            if keyed and not any(t.proxy is proc and t.key_id for t in targets.values()):
+                key = create_key(proc)
+            else:
+                key = next(((t.bearer, t.key_id) for t in targets.values() if t.proxy is proc and t.key_id), None)
+            targets[sid(s)] = Target(s, proc, upstream.url, key)  # type: ignore[arg-type]
+            targets[sid(s)].probe()
         for conc in concs:
             for _ in range(repeats):
-                for scenario in chosen:
-                    proxy = proxies[scenario.config]
-                    row = measure(proxy, scenario, conc, seconds, other_core, bearers[scenario.config], warm_up=not args.smoke)
-                    runs.setdefault((scenario.name, conc), []).append(row)
-                    key = (scenario.direct_body, scenario.direct_path, conc)
+                for s in chosen:
+                    row = targets[sid(s)].measure(conc, seconds, other_core, warm_up=not args.smoke)
+                    runs.setdefault((sid(s), conc), []).append(row)
+                    key = (s.direct_body, s.direct_path, conc)
                     if args.smoke:
                         direct.setdefault(key, [0.0])
                     elif len(direct.get(key, [])) < repeats:
-                        result = load.run(
-                            upstream.url + scenario.direct_path, scenario.direct_body, concurrency=conc, seconds=seconds, core=other_core
-                        )
+                        result = load.run(upstream.url + s.direct_path, s.direct_body, concurrency=conc, seconds=seconds, core=other_core)
                         direct.setdefault(key, []).append(result.p50_ms)
-            for scenario in chosen:
-                row = _median_row(runs[(scenario.name, conc)])
-                row["added_p50_ms"] = round(
-                    row["p50_ms"] - statistics.median(direct[(scenario.direct_body, scenario.direct_path, conc)]), 3
-                )
-                runs[(scenario.name, conc)] = [row]
-                print(_format_row(row), flush=True)
-        for config, proxy in proxies.items():  # memory after everything it served
-            for (name, _), rows in runs.items():
-                if next(s for s in chosen if s.name == name).config == config:
-                    rows[0]["rss_mb"] = round(proxy.rss_mb(), 1)
+            for s in chosen:
+                row = _median_row(runs[(sid(s), conc)])
+                row["added_p50_ms"] = round(row["p50_ms"] - statistics.median(direct[(s.direct_body, s.direct_path, conc)]), 3)
+                runs[(sid(s), conc)] = [row]
+                print(_line(row), flush=True)
+        for s in chosen:  # memory after everything the process served
+            for conc in concs:
+                runs[(sid(s), conc)][0]["rss_mb"] = round(targets[sid(s)].proxy.rss_mb(), 1)
         if args.soak:  # a fresh process, so its memory is the soak's alone
-            fresh = start_proxy("redis", upstream.url, proxy_core, logdir, PROXY_PORT + 50)
-            proxies["soak"] = fresh
-            target = next(s for s in scenarios() if s.name == "auto-redis")
-            soak_result = soak(fresh, target, args.soak, other_core, create_key(fresh))
-            print(f"soak: {soak_result}", flush=True)
+            fresh = start("soak", upstream.url, proxy_core, logdir, procs.free_port(), redis_server.port)
+            running["soak-proc"] = fresh
+            s = next(x for x in scenarios() if x.name == "auto-gemini")
+            target = Target(s, fresh, upstream.url, create_key(fresh))
+            target.probe()
+            soak_result = soak(target, args.soak, other_core)
+            print(f"soak: { ({k: v for k, v in soak_result.items() if k != 'samples'}) }", flush=True)
     finally:
-        for proxy in proxies.values():
-            proxy.stop()
+        for proc in running.values():
+            proc.stop()
         upstream.stop()
+        redis_server.stop()
 
-    rows = [runs[(s.name, c)][0] for c in concs for s in chosen]
+    rows = [runs[(sid(s), c)][0] for c in concs for s in chosen]
     report = {
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": _machine(),
         "load_generator": "wrk" if load.have_wrk() else "asyncio",
         "pinned": proxy_core is not None,
+        "peers": {"portkey": peers.PORTKEY_VERSION, "litellm": peers.LITELLM_VERSION},
         "seconds_per_run": seconds,
         "repeats": repeats,
         "rows": rows,
         "soak": soak_result,
     }
     print("\n" + table(rows))
-    print("\n" + ratios(rows))
+    print("\n" + ratios(rows, soak_result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"\nwritten: {args.out}  (process logs: {logdir})")
     errors = sum(r["errors"] for r in rows)
+    unverified = [f"{r['gateway']}/{r['scenario']}" for r in rows if r["verified"] is False]
+    if unverified:
+        print(f"VERIFY FAILED: {', '.join(unverified)}", file=sys.stderr)
+        return 1
     if args.smoke and (errors or any(r["requests"] == 0 for r in rows)):
         print(f"smoke FAILED: {errors} errors", file=sys.stderr)
         return 1
@@ -228,44 +309,17 @@ def _median_row(rows: list[dict]) -> dict:
     row = dict(ordered[len(ordered) // 2])
     row["cpu_ms_runs"] = [r["cpu_ms_per_request"] for r in rows]
     row["errors"] = sum(r["errors"] for r in rows)
+    row["problems"] = [p for r in rows for p in r["problems"]]
+    row["verified"] = None if rows[0]["verified"] is None else not [p for p in row["problems"] if not p.startswith("warning: ")]
     return row
 
 
-def _format_row(r: dict) -> str:
+def _line(r: dict) -> str:
     return (
-        f"| {r['scenario']:<18} | {r['concurrency']:>4} | {r['rps']:>8.1f} | {r['p50_ms']:>7.2f} | {r['p99_ms']:>7.2f} | "
-        f"{r.get('added_p50_ms', 0):>8.2f} | {r['cpu_ms_per_request']:>7.3f} | {r['rss_mb']:>6.1f} | {r['ready_s']:>6.2f} | {r['errors']:>5} |"
+        f"  {r['gateway'] + '/' + r['scenario']:<28} c={r['concurrency']:<3} {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:.2f} ms"
+        f"  added {r['added_p50_ms']:.2f} ms  CPU {r['cpu_ms_per_request']:.3f} ms  RSS {r['rss_mb']:.0f} MB  errors {r['errors']}"
+        + ("" if r["verified"] is None else f"  verified {r['verified']}")
     )
-
-
-def table(rows: list[dict]) -> str:
-    head = (
-        "| scenario           | conc |    req/s | p50 ms  | p99 ms  | added ms | CPU ms  | RSS MB | ready s | errors |\n"
-        "|--------------------|-----:|---------:|--------:|--------:|---------:|--------:|-------:|--------:|-------:|"
-    )
-    return "\n".join([head, *(_format_row(r) for r in rows)])
-
-
-def ratios(rows: list[dict]) -> str:
-    cpu = {(r["scenario"], r["concurrency"]): r["cpu_ms_per_request"] for r in rows}
-    concs = sorted({r["concurrency"] for r in rows})
-    lines = ["CPU per request, and as a multiple of the bare forwarder's at the same concurrency:"]
-    for name in ("named-openai", "auto-embedded", "auto-redis", "anthropic", "stream-usage", "auto-50k-prompt"):
-        parts = []
-        for c in concs:
-            value, base = cpu.get((name, c)), cpu.get(("baseline-forwarder", c))
-            if value is not None:
-                parts.append(f"c={c}: {value:.3f} ms" + (f" ({value / base:.2f}x)" if base else ""))
-        if parts:
-            lines.append(f"  {name:<16} " + ", ".join(parts))
-    lines.append("Responses and Messages as a multiple of chat completions (named-openai, same model and upstream):")
-    for name in ("responses-openai", "responses-nostore", "messages-openai"):
-        parts = [
-            f"c={c}: {cpu[(name, c)] / cpu[('named-openai', c)]:.2f}x" for c in concs if (name, c) in cpu and cpu.get(("named-openai", c))
-        ]
-        if parts:
-            lines.append(f"  {name:<16} " + ", ".join(parts))
-    return "\n".join(lines)
 
 
 def _machine() -> str:

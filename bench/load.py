@@ -50,18 +50,30 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(url: str, body: bytes, *, concurrency: int, seconds: float, core: int | None, bearer: str | None = None) -> LoadResult:
+def run(
+    url: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    seconds: float,
+    core: int | None,
+    bearer: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> LoadResult:
+    extra = dict(headers or {})
+    if bearer:
+        extra["Authorization"] = f"Bearer {bearer}"
     if have_wrk():
-        return _run_wrk(url, body, concurrency, seconds, core, bearer)
-    return asyncio.run(_run_asyncio(url, body, concurrency, seconds, bearer))
+        return _run_wrk(url, body, concurrency, seconds, core, extra)
+    return asyncio.run(_run_asyncio(url, body, concurrency, seconds, extra))
 
 
-def _run_wrk(url: str, body: bytes, concurrency: int, seconds: float, core: int | None, bearer: str | None) -> LoadResult:
+def _run_wrk(url: str, body: bytes, concurrency: int, seconds: float, core: int | None, extra: dict[str, str]) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         body_path = Path(tmp) / "body.json"
         body_path.write_bytes(body)
         script = Path(tmp) / "post.lua"
-        auth = f'wrk.headers["Authorization"] = "Bearer {bearer}"' if bearer else ""
+        auth = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in extra.items())
         script.write_text(WRK_SCRIPT.format(body=body_path, auth=auth))
         cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script), url]
         pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
@@ -75,10 +87,8 @@ def _run_wrk(url: str, body: bytes, concurrency: int, seconds: float, core: int 
     )
 
 
-async def _run_asyncio(url: str, body: bytes, concurrency: int, seconds: float, bearer: str | None) -> LoadResult:
-    headers = {"content-type": "application/json"}
-    if bearer:
-        headers["authorization"] = f"Bearer {bearer}"
+async def _run_asyncio(url: str, body: bytes, concurrency: int, seconds: float, extra: dict[str, str]) -> LoadResult:
+    headers = {"content-type": "application/json", **extra}
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds

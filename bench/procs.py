@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -58,16 +60,19 @@ def start(
     env: dict[str, str] | None = None,
     ready_path: str = "/readyz",
     log: Path | None = None,
+    exe: list[str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float = 60,
 ) -> Proc:
-    """Start `python args...`, pinned to `core`, and wait until `ready_path` answers 200."""
+    """Start `python args...` (or `exe + args`), pinned to `core`, and wait until `ready_path` answers 200."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     out = open(log, "wb") if log else subprocess.DEVNULL
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     started = time.perf_counter()
-    popen = subprocess.Popen([sys.executable, *args], cwd=REPO, env=full_env, stdout=out, stderr=out, preexec_fn=pin)
+    popen = subprocess.Popen([*(exe or [sys.executable]), *args], cwd=cwd or REPO, env=full_env, stdout=out, stderr=out, preexec_fn=pin)
     url = f"http://127.0.0.1:{port}"
     proc = Proc(name, popen, url)
-    deadline = started + 60
+    deadline = started + timeout_s
     while time.perf_counter() < deadline:
         if popen.poll() is not None:
             raise RuntimeError(f"{name} exited with {popen.returncode}" + (f"; see {log}" if log else ""))
@@ -79,4 +84,46 @@ def start(
             pass
         time.sleep(0.01)
     proc.stop()
-    raise RuntimeError(f"{name} was not ready within 60 s")
+    raise RuntimeError(f"{name} was not ready within {timeout_s:.0f} s" + (f"; see {log}" if log else ""))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    popen: subprocess.Popen
+    port: int
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+
+
+def start_redis(core: int | None, logdir: Path) -> RedisServer:
+    """The bench's own redis-server on a free port, no persistence (never someone else's Redis)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("the bench needs redis-server: apt-get install -y redis-server")
+    port = free_port()
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--databases", "8"]
+    popen = subprocess.Popen(cmd, cwd=logdir, stdout=open(logdir / "redis.log", "wb"), stderr=subprocess.STDOUT, preexec_fn=pin)
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return RedisServer(popen, port)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    popen.kill()
+    raise RuntimeError("redis-server did not start within 30 s")
