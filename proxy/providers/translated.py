@@ -16,6 +16,7 @@ import orjson
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
 from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
 from proxy.providers.litellm_lib import LazyLitellm, Litellm, NullLogging
+from proxy.providers.plain import anthropic_plain, gemini_plain
 from proxy.providers.sse import iter_data
 
 # Request fields that are not model parameters (or that we handle ourselves).
@@ -39,6 +40,10 @@ class _TranslatedProvider:
 
     def _build(self, lt: Litellm, call: UpstreamCall, stream: bool) -> tuple[str, dict[str, str], dict[str, Any], Any, Any]:
         """(url, headers, payload, optional_params, messages) for this provider's API."""
+        raise NotImplementedError
+
+    def _plain_answer(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: Any) -> dict[str, Any] | None:
+        """The OpenAI dict of a plain text answer, or None for litellm's full transformer."""
         raise NotImplementedError
 
     def _to_completion(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, payload: Any, op: Any, messages: Any) -> Any:
@@ -72,10 +77,11 @@ class _TranslatedProvider:
             raise _untranslatable(call, exc) from None
         resp = await self._send(call, url, headers, payload, stream=False)
         try:
-            mr = self._to_completion(lt, call, resp, payload, op, messages)
+            body = self._plain_answer(lt, call, resp, op)
+            if body is None:  # not a plain text answer: litellm's full transformer
+                body = completion_dict(self._to_completion(lt, call, resp, payload, op, messages), call.body["model"])
         except Exception:
             raise bad_response(call, "a response that could not be translated") from None
-        body = completion_dict(mr, call.body["model"])
         return Completion(body, Usage.from_openai(body.get("usage")) or Usage(counted=True))
 
     async def stream(self, call: UpstreamCall) -> TranslatedStream:
@@ -102,6 +108,11 @@ class AnthropicProvider(_TranslatedProvider):
         base = call.deployment.api_base
         url = base if base.endswith("/messages") else base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         return url, headers, payload, op, messages
+
+    def _plain_answer(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
+        if op.get("json_mode"):
+            return None
+        return anthropic_plain(orjson.loads(resp.content), call.body["model"], lt.map_finish_reason)
 
     def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.anthropic_config.transform_response(
@@ -142,6 +153,9 @@ class GeminiProvider(_TranslatedProvider):
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = f"{call.deployment.api_base}/v1beta/models/{model}:{action}"
         return url, headers, payload, op, messages
+
+    def _plain_answer(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
+        return gemini_plain(orjson.loads(resp.content), call.body["model"], lt.map_finish_reason, lt.gemini_flagged)
 
     def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.gemini_config.transform_response(
