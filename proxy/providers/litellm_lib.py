@@ -55,7 +55,7 @@ def _load() -> Litellm:
     # model name and the static map, so it is remembered per model.
     lookup = gemini_transformation.get_supports_system_message
     if not hasattr(lookup, "cache_info"):
-        gemini_transformation.get_supports_system_message = functools.lru_cache(maxsize=256)(lookup)  # type: ignore[assignment]
+        gemini_transformation.get_supports_system_message = functools.lru_cache(maxsize=256)(lookup)
     gemini_config = GoogleAIStudioGeminiConfig()
     return Litellm(
         anthropic_config=AnthropicConfig(),
