@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
-    scenario = next(s for s in scenarios() if s.name == "auto-redis")
+    scenario = next(s for s in scenarios() if s.name == "auto-openai" and s.gateway == "autoroute")
     workdir = Path(tempfile.mkdtemp(prefix="autoroute-workers-"))
     redis_port = free_port()
     redis = subprocess.Popen(
@@ -94,12 +94,12 @@ def main() -> None:
     rows: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
     try:
         for db, n in enumerate(counts):
-            env = {**proxy_env("redis", upstream.url), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}"}
+            env = {**proxy_env("openai", upstream.url), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}"}
             port = free_port()
             proxies[n] = procs.start(f"autoroute-w{n}", ["-m", "proxy", "serve", "--port", str(port), "--workers", str(n)], port,
                                      core=None, env=env, log=workdir / f"w{n}.log")  # fmt: skip
             wait_workers(proxies[n].pid, n, proxies[n].url)
-        bearers = {n: create_key(p) for n, p in proxies.items()}
+        bearers = {n: create_key(p)[0] for n, p in proxies.items()}
         for _ in range(args.repeats):
             for n, proxy in proxies.items():
                 url = proxy.url + "/v1/chat/completions"
@@ -118,7 +118,7 @@ def main() -> None:
     load1 = os.getloadavg()[0]
     table = []
     print(
-        f"auto-redis, concurrency {args.concurrency}, {args.seconds:.0f}s x {args.repeats} (median), {os.cpu_count()} cores, load avg {load1:.1f}"
+        f"auto-openai, concurrency {args.concurrency}, {args.seconds:.0f}s x {args.repeats} (median), {os.cpu_count()} cores, load avg {load1:.1f}"
     )
     print("| workers | req/s | p50 ms | p99 ms | CPU ms/req | errors |\n|---:|---:|---:|---:|---:|---:|")
     for n in counts:
