@@ -30,7 +30,7 @@ from bench.scenarios import Scenario, scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MASTER = "sk-bench-master-0123456789"
-REDIS_DBS = {"all": 1, "anthropic": 2, "openai": 3, "long": 4, "soak": 5}  # on the bench's own redis-server
+REDIS_DBS = {"all": 1, "anthropic": 2, "openai": 3, "long": 4, "soak": 5, "gemini": 6}  # on the bench's own redis-server
 
 
 def sid(s: Scenario) -> str:
@@ -56,6 +56,8 @@ def proxy_env(config: str, upstream: str, redis_port: int = 6379) -> dict[str, s
         keys = {"OPENAI_API_KEY": keys["OPENAI_API_KEY"]}
     elif config == "anthropic":
         keys = {"ANTHROPIC_API_KEY": keys["ANTHROPIC_API_KEY"]}
+    elif config in ("gemini", "embedded"):  # embedded: compared with auto-gemini, so the same route
+        keys = {"GEMINI_API_KEY": keys["GEMINI_API_KEY"]}
     env.update(keys)
     if config != "embedded":  # production set-up: master key, virtual keys, limits on a real Redis
         env["AUTOROUTE_MASTER_KEY"] = MASTER

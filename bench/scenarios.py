@@ -6,7 +6,7 @@ Processes (`config`): `baseline` (bench/baseline.py), `portkey`, `litellm`, and 
 four set-ups, all with a master key and a virtual key on a real Redis unless said otherwise:
 `all` (every provider keyed), `openai` (only OpenAI keyed, so `auto` routes to the direct
 OpenAI path), `anthropic` (only Anthropic keyed: `auto` is translated to Messages), and
-`embedded` (the README's `make run`: open mode, embedded store, every provider keyed).
+`embedded` (the README's `make run`: open mode, embedded store; only Gemini keyed, like `gemini`).
 """
 
 from __future__ import annotations
@@ -177,11 +177,11 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "auto-gemini",
             "autoroute",
-            "all",
+            "gemini",
             _chat("auto"),
             "/v1/chat/completions",
             openai_direct,
-            "model=auto, every provider keyed: routed to Gemini, translated",
+            "model=auto, only Gemini keyed: routed to Gemini, translated",
             routed_to="google/",
         ),
         Scenario(
@@ -211,7 +211,7 @@ def scenarios() -> list[Scenario]:
             _chat("auto"),
             "/v1/chat/completions",
             openai_direct,
-            "the README's default (`make run`): open mode, embedded store, every provider keyed",
+            "the README's default (`make run`): open mode, embedded store; Gemini keyed, as auto-gemini",
             routed_to="google/",
         ),
         Scenario(
