@@ -79,9 +79,7 @@ def test_inflight_slot_is_released_when_the_client_disconnects_before_the_first_
     assert_slot_given_back(server, upstream)
 
 
-def test_inflight_slot_is_released_when_the_client_disconnects_during_a_plain_call(
-    server: ThreadedServer, upstream: FakeUpstream
-) -> None:
+def test_inflight_slot_is_released_when_the_client_disconnects_during_a_plain_call(server: ThreadedServer, upstream: FakeUpstream) -> None:
     upstream.script("gpt-4.1", Fault.hang(5))
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/chat/completions", json=BODY, headers=AUTH, timeout=0.5)

@@ -64,7 +64,9 @@ def leaks(text: str, keys: dict[str, str]) -> list[str]:
 def call(server: ThreadedServer, model: str, stream: bool) -> str:
     """One request as a client makes it; everything the client received, as text."""
     body: dict[str, Any] = {"model": model, "messages": ASK, "stream": stream}
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {MASTER}"}, timeout=30) as r:
+    with httpx.stream(
+        "POST", server.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {MASTER}"}, timeout=30
+    ) as r:
         content = b"".join(r.iter_bytes())
         return f"{r.status_code} {dict(r.headers)}\n{content.decode('utf-8', 'replace')}"
 

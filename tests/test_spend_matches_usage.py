@@ -25,7 +25,9 @@ from tests.support.servers import ThreadedServer, serving
 
 MASTER = "mk-test-master-0123456789abcdef"
 ASK = [{"role": "user", "content": "Name three rivers in Europe and say which is longest."}]
-PRICES = {m["id"]: (m["input_usd_per_mtok"], m["output_usd_per_mtok"]) for m in yaml.safe_load((POLICIES / "models.yaml").read_text())["models"]}
+PRICES = {
+    m["id"]: (m["input_usd_per_mtok"], m["output_usd_per_mtok"]) for m in yaml.safe_load((POLICIES / "models.yaml").read_text())["models"]
+}
 UPSTREAM_NAME = {m["id"]: m["api_model_id"] for m in yaml.safe_load((POLICIES / "models.yaml").read_text())["models"]}
 MODELS = ["openai/gpt-4.1", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro"]
 
@@ -61,9 +63,7 @@ def expected_cost(model: str, prompt_tokens: int, completion_tokens: int) -> flo
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_recorded_spend_equals_upstream_usage_times_registry_prices(
-    server: ThreadedServer, upstream: FakeUpstream, stream: bool
-) -> None:
+def test_recorded_spend_equals_upstream_usage_times_registry_prices(server: ThreadedServer, upstream: FakeUpstream, stream: bool) -> None:
     created = admin(server, "POST", "/admin/keys", json={"name": "spend"}).json()
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=created["key"], max_retries=0, timeout=30)
     want_total, estimated_total = 0.0, 0.0
