@@ -86,25 +86,24 @@ def make_copy(dest: Path) -> Path:
     return dest
 
 
-def warm_up() -> None:
-    """Import what every test run needs, from site-packages only, then forget `proxy`/`tests`
-    so each fork imports them (mutated) from its copy."""
-    import proxy.offline  # noqa: F401  (the environment litellm must see)
+def warm_up(mutations: list[Mutation]) -> None:
+    """Import everything the guards need (the package, the test modules and through them every
+    third-party library), then forget `proxy` and `tests` so that each fork imports those two,
+    mutated, from its copy while the libraries stay loaded."""
+    import importlib
+
+    sys.path.insert(0, str(REPO))
     from proxy.providers.litellm_lib import _load
 
     _load()  # litellm and the transformers the translated providers use
-    import fakeredis  # noqa: F401
-    import httpx  # noqa: F401
-    import openai  # noqa: F401
-    import prometheus_client  # noqa: F401
-    import pytest  # noqa: F401
-    import pytest_asyncio  # noqa: F401
-    import starlette.applications  # noqa: F401
     import tiktoken
-    import uvicorn  # noqa: F401
-    import yaml  # noqa: F401
 
     tiktoken.get_encoding("o200k_base").encode_ordinary("warm up")
+    importlib.import_module("proxy.app")
+    importlib.import_module("tests.conftest")
+    for module in sorted({t.split("::")[0].removesuffix(".py").replace("/", ".") for m in mutations for t in m.tests}):
+        importlib.import_module(module)
+    sys.path.remove(str(REPO))
     for name in list(sys.modules):
         if name.split(".")[0] in ("proxy", "tests"):
             del sys.modules[name]
@@ -133,7 +132,21 @@ def run_child(copy: Path, m: Mutation, report: Path) -> None:
     out = open(os.devnull, "w")
     os.dup2(out.fileno(), 1)
     os.dup2(out.fileno(), 2)
-    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir", str(copy), *m.tests], plugins=[rec])
+    code = pytest.main(
+        [
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            *os.environ.get("MUTATE_PYTEST_ARGS", "").split(),
+            "--rootdir",
+            str(copy),
+            *m.tests,
+        ],
+        plugins=[rec],
+    )
     import proxy
 
     where = str(Path(proxy.__file__).resolve())
@@ -167,7 +180,7 @@ def verdict(m: Mutation, copy: Path, report: Path) -> None:
 def run(mutations: list[Mutation], workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="autoroute-mutants-") as tmp:
         copies = [make_copy(Path(tmp) / f"copy{i}") for i in range(workers)]
-        warm_up()
+        warm_up(mutations)
         pending = list(mutations)
         running: dict[int, tuple[Mutation, Path, Path, float, str]] = {}  # pid -> (m, copy, report, started, original)
         free = list(copies)

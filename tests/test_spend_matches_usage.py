@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,8 @@ import yaml
 
 from proxy.app import create_app
 from tests.conftest import POLICIES, make_settings
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.policies import fast_dispatch, policy_copy
 from tests.support.servers import ThreadedServer, serving
 
 MASTER = "mk-test-master-0123456789abcdef"
@@ -33,8 +35,9 @@ MODELS = ["openai/gpt-4.1", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro"
 
 
 @pytest.fixture
-def server(environ: dict, upstream: FakeUpstream) -> Iterator[ThreadedServer]:
-    app = create_app(make_settings(master_key=MASTER), environ=environ)
+def server(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> Iterator[ThreadedServer]:
+    policies = policy_copy(tmp_path, files={"dispatch.yaml": fast_dispatch()})
+    app = create_app(make_settings(policy_dir=policies, master_key=MASTER), environ=environ)
     with serving(app) as srv:
         yield srv
 
@@ -87,3 +90,45 @@ def test_recorded_spend_equals_upstream_usage_times_registry_prices(server: Thre
     assert usage["total_cost_usd"] == pytest.approx(want_total, abs=1e-8)
     assert usage["reserved_cost_usd"] == 0  # nothing left reserved once the requests are over
     assert abs(estimated_total - want_total) > 1e-4, "estimate and real cost coincide: the test could not tell them apart"
+
+
+def test_no_reservation_outlives_its_request_however_it_ends(server: ThreadedServer, upstream: FakeUpstream) -> None:
+    """Refused upstream (4xx), exhausted (5xx), client gone before the first byte and mid-stream:
+    afterwards nothing of the key stays reserved, and only real usage was charged."""
+    created = admin(server, "POST", "/admin/keys", json={"name": "exits", "budget_usd_day": 50}).json()
+    auth = {"authorization": f"Bearer {created['key']}"}
+    body = {"model": "openai/gpt-4.1", "messages": ASK, "max_tokens": 4000}
+    url = server.url + "/v1/chat/completions"
+    upstream.script("gpt-4.1", Fault.status(400))
+    assert httpx.post(url, json=body, headers=auth, timeout=10).status_code == 400
+    upstream.script("gpt-4.1", *[Fault.status(503)] * 10)
+    assert httpx.post(url, json=body, headers=auth, timeout=30).status_code == 502
+    upstream.reset()
+    upstream.script("gpt-4.1", Fault.slow_first(3))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json={**body, "stream": True}, headers=auth, timeout=0.5)
+    upstream.script("gpt-4.1", Fault.slow(0.5))
+    with httpx.stream("POST", url, json={**body, "stream": True}, headers=auth, timeout=10) as resp:
+        lines = resp.iter_lines()
+        assert next(lines).startswith("data: {")
+    deadline = time.monotonic() + 5
+    while (usage := admin(server, "GET", f"/admin/keys/{created['id']}/usage").json())["reserved_cost_usd"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert usage["reserved_cost_usd"] == 0, usage
+    assert usage["day"]["cost_usd"] < 0.01, usage  # the disconnected stream's few tokens, not 4,000-token estimates
+
+
+def test_the_output_cap_is_reserved_up_front_so_a_huge_max_tokens_cannot_overrun_the_budget(
+    server: ThreadedServer, upstream: FakeUpstream
+) -> None:
+    created = admin(server, "POST", "/admin/keys", json={"name": "cap", "budget_usd_total": 0.05}).json()
+    auth = {"authorization": f"Bearer {created['key']}"}
+    url = server.url + "/v1/chat/completions"
+    # 100,000 output tokens of gpt-4.1 at the YAML's price: far over the $0.05 left
+    assert expected_cost("openai/gpt-4.1", 0, 100_000) > 0.05
+    resp = httpx.post(url, json={"model": "openai/gpt-4.1", "messages": ASK, "max_tokens": 100_000}, headers=auth, timeout=10)
+    assert resp.status_code == 429, resp.text
+    assert not upstream.received  # refused before any upstream call
+    assert httpx.post(url, json={"model": "openai/gpt-4.1", "messages": ASK, "max_tokens": 50}, headers=auth, timeout=10).status_code == 200
+    decision = httpx.post(server.url + "/v1/route", json={"model": "auto", "messages": ASK, "max_tokens": 3333}, headers=auth).json()
+    assert decision["estimated_output_tokens"] == 3333, decision
