@@ -3,11 +3,14 @@
     python scripts/mutate.py              # every mutation; exit 1 if one survives
     python scripts/mutate.py -k redaction # only mutations whose name contains "redaction"
     python scripts/mutate.py --list       # names and guards, nothing run
+    python scripts/mutate.py --no-baseline  # skip the unmutated run of the guards (make test:
+                                            # the full suite has just passed)
 
 For each mutation: in a COPY of the repository (a temporary directory; the work tree is never
 touched) replace one exact snippet of one file, run only the tests named as its guards, and
 restore the file. A mutation is killed when one of those tests fails; it SURVIVED when they all
-pass (the check fails). A snippet that is not in its file exactly once fails the check too (the
+pass (the check fails). First, unless --no-baseline, the guards run on the unmutated copy and
+must all pass: a guard that fails anyway would "kill" every mutation it guards. A snippet that is not in its file exactly once fails the check too (the
 code moved: update the list), and so does a mutation whose copy no longer imports (BROKEN: a
 mutation must be a plausible bug, not a syntax error).
 
@@ -189,7 +192,8 @@ def run(mutations: list[Mutation], workers: int) -> None:
                 m, copy = pending.pop(0), free.pop()
                 path = copy / m.file
                 original = path.read_text()
-                path.write_text(original.replace(m.find, m.replace))
+                if m.find:  # the baseline changes nothing
+                    path.write_text(original.replace(m.find, m.replace))
                 report = Path(tmp) / f"{len(pending)}-{os.getpid()}.report"
                 sys.stdout.flush()
                 pid = os.fork()
@@ -205,7 +209,8 @@ def run(mutations: list[Mutation], workers: int) -> None:
             (copy / m.file).write_text(original)
             verdict(m, copy, report)
             free.append(copy)
-            print(f"  {m.verdict:8} {m.name} ({m.seconds:.1f}s)", flush=True)
+            shown = m.verdict if m.find else ("passed" if m.verdict == "SURVIVED" else "FAILED")
+            print(f"  {shown:8} {m.name} ({m.seconds:.1f}s)", flush=True)
 
 
 def table(mutations: list[Mutation]) -> str:
@@ -219,7 +224,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only mutations whose name contains this")
     parser.add_argument("--list", action="store_true", help="print the mutations and their guards")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1, help="forks at once (default: cores + 1)")
+    parser.add_argument("--no-baseline", action="store_true", help="do not first run the guards unmutated")
     args = parser.parse_args()
     mutations = [m for m in load() if args.k in m.name]
     if args.list:
@@ -234,7 +240,15 @@ def main() -> int:
         return 1
     started = time.monotonic()
     print(f"mutation check: {len(mutations)} mutations, {args.workers} at a time", flush=True)
-    run(mutations, max(1, args.workers))
+    baseline = None
+    if not args.no_baseline:
+        guards = list(dict.fromkeys(t for m in mutations for t in m.tests))
+        baseline = Mutation("(baseline: no mutation)", mutations[0].file, "", "", guards)
+        # -x stops at the first failure; a baseline must run to the end only when it passes
+    run(([baseline] if baseline else []) + mutations, max(1, args.workers))
+    if baseline is not None and baseline.verdict != "SURVIVED":
+        print(f"BASELINE FAILED: a guard fails without any mutation: {baseline.killed_by}", file=sys.stderr)
+        return 1
     print(table(mutations))
     bad = [m for m in mutations if m.verdict != "killed"]
     print(f"{len(mutations) - len(bad)}/{len(mutations)} killed in {time.monotonic() - started:.0f}s")
