@@ -228,6 +228,9 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="do not first run the guards unmutated")
     args = parser.parse_args()
     mutations = [m for m in load() if args.k in m.name]
+    if not mutations:
+        print(f"no mutation matches {args.k!r}", file=sys.stderr)
+        return 1
     if args.list:
         for m in mutations:
             print(f"{m.name}  [{m.file}]\n    {m.why}\n    guards: {' '.join(m.tests)}")
