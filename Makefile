@@ -1,14 +1,9 @@
 # autoroute — every set-up step lives here, so a fresh machine needs only Python 3.11+.
 #   make run    install into .venv/ and start the proxy on 127.0.0.1:8080 (embedded defaults)
-<<<<<<< HEAD
-#   make test   install into .venv/ and run the tests (they start their own redis-server on a free port)
+#   make test   install into .venv/ and run the tests (they start their own redis-server on a free port),
+#               then the mutation check (scripts/mutate.py, tests/mutations.toml)
 #   make bench  the performance benchmark (bench/README.md; uses a Redis on :6379, starting one if needed)
 #   make chaos  faults, bursts and SIGTERM against two replicas on a private Redis (scripts/chaos.py)
-=======
-#   make test   install into .venv/ and run the tests (starts Redis on :6379 if it is not up),
-#               then the mutation check (scripts/mutate.py, tests/mutations.toml)
-#   make bench  the performance benchmark (bench/README.md)
->>>>>>> bfb8bc6 (Mutation check in make test: scripts/mutate.py applies each named bug of tests/mutations.toml to a copy of the repo and runs only its guards)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
@@ -21,11 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-<<<<<<< HEAD
-.PHONY: install run test lint tools redis redis-binary bench bench-smoke chaos clean
-=======
-.PHONY: install run test mutate lint tools redis bench bench-smoke clean
->>>>>>> bfb8bc6 (Mutation check in make test: scripts/mutate.py applies each named bug of tests/mutations.toml to a copy of the repo and runs only its guards)
+.PHONY: install run test mutate lint tools redis redis-binary bench bench-smoke chaos clean
 
 install: $(STAMP)
 
