@@ -1,6 +1,7 @@
 # autoroute — every set-up step lives here, so a fresh machine needs only Python 3.11+.
 #   make run    install into .venv/ and start the proxy on 127.0.0.1:8080 (embedded defaults)
-#   make test   install into .venv/ and run the tests (they start their own redis-server on a free port)
+#   make test   install into .venv/ and run the tests (they start their own redis-server on a free port),
+#               then the mutation check (scripts/mutate.py, tests/mutations.toml)
 #   make bench  the performance benchmark (bench/README.md; uses a Redis on :6379, starting one if needed)
 #   make chaos  faults, bursts and SIGTERM against two replicas on a private Redis (scripts/chaos.py)
 
@@ -15,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint tools redis redis-binary bench bench-smoke chaos clean
+.PHONY: install run test mutate lint tools redis redis-binary bench bench-smoke chaos clean
 
 install: $(STAMP)
 
@@ -51,6 +52,11 @@ lint: install
 
 test: install tools redis-binary lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python scripts/mutate.py --no-baseline
+
+# The mutation check alone: each bug of tests/mutations.toml must fail one of its guard tests.
+mutate: install
+	$(BIN)/python scripts/mutate.py
 
 bench: install
 	$(BIN)/python -m bench

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.observe.export import render
 from proxy.observe.metrics import Metrics
-from proxy.policy import load_policy
+from tests.support.live_metrics import served_scrape
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -55,66 +54,48 @@ APP_ENV = [
 PROMETHEUS_OWN = {"up"}
 
 
-# ── a full render: every Metrics method exercised ─────────────────────────────────────
-def _policy() -> Any:
-    return load_policy(ROOT / "policies", {})
-
-
-def exercise_all() -> tuple[Metrics, set[str]]:
-    """A Metrics (real policy bounds, key labels on) after calling every public method."""
-    policy = _policy()
-    models = list(policy.models)
-    deployments = [d.id for d in policy.deployments]
-    model, dep = models[0], deployments[0]
-    m = Metrics(CollectorRegistry(), models=models, deployments=deployments, key_name_labels=True)
-    calls: dict[str, Callable[[], Any]] = {
-        "from_policy": lambda: Metrics.from_policy(policy),
-        "update_bounds": lambda: m.update_bounds(models=models, deployments=deployments),
-        "set_build_info": lambda: m.set_build_info("0.1.0", policy.hash),
-        "request_started": m.request_started,
-        "observe_route": lambda: m.observe_route(
-            category="complex_coding", model=model, preference="balanced", confidence=0.7, overrides=["budget"]
-        ),
-        "observe_llm_classifier": lambda: m.observe_llm_classifier("ok", 0.3),
-        "observe_upstream_attempt": lambda: (
-            m.observe_upstream_attempt(deployment=dep, provider="openai", model=model, seconds=0.4, error="server_error"),
-            m.observe_upstream_attempt(deployment=dep, provider="openai", model=model, seconds=1.4, ttft_s=0.2),
-        ),
-        "retried": lambda: m.retried("openai"),
-        "fell_back": lambda: m.fell_back(model, models[-1]),
-        "set_cooldown": lambda: m.set_cooldown(dep, "open"),
-        "observe_usage": lambda: m.observe_usage(
-            model=model, input_tokens=100, output_tokens=20, cost_usd=0.01, estimated_cost_usd=0.012, key="team-a"
-        ),
-        "rejected": lambda: m.rejected("daily_budget"),
-        "set_budget_remaining": lambda: m.set_budget_remaining("team-a", "day", 4.0, 5.0),
-        "observe_store": lambda: (m.observe_store("reserve", 0.0004), m.observe_store("settle", 0.25, failure="fail_open")),
-        "set_store_up": lambda: m.set_store_up(True),
-        "decision_log_error": lambda: m.decision_log_error("write_error"),
-        "observe_request": lambda: m.observe_request(
-            outcome="ok", status=200, total_s=1.5, upstream_s=1.4, category="complex_coding", model=model, preference="balanced"
-        ),
-    }
-    for call in calls.values():
-        call()
-    return m, set(calls)
-
-
-def test_every_metrics_method_is_exercised() -> None:
-    public = {n for n in vars(Metrics) if not n.startswith("_") and callable(getattr(Metrics, n))}
-    _, called = exercise_all()
-    assert public == called, f"add the new method(s) to exercise_all(): {sorted(public - called)}"
+# ── a real scrape: a proxy that served traffic (tests/support/live_metrics.py) ──────────
+#: Series that exist only when something fails (the limits store, the decision stream);
+#: their own tests make the failure happen (test_limits_budgets, test_replicas, test_decisions).
+FAILURE_ONLY = {"autoroute_limiter_store_errors", "autoroute_decision_log_errors"}
 
 
 @pytest.fixture(scope="module")
-def scrape() -> str:
-    m, _ = exercise_all()
-    return render(m.registry)[0].decode()
+def scrape(environ: dict[str, str], upstream_server: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return served_scrape(environ, upstream_server.server.config.app, tmp_path_factory.mktemp("live"))
 
 
 @pytest.fixture(scope="module")
 def exported(scrape: str) -> set[str]:
-    return {s.name for fam in text_string_to_metric_families(scrape) for s in fam.samples}
+    """Series names in the scrape, plus the failure-only counters' (declared, not yet moved)."""
+    names = {s.name for fam in text_string_to_metric_families(scrape) for s in fam.samples}
+    return names | {f"{name}_total" for name in FAILURE_ONLY}
+
+
+def declared_labels() -> dict[str, set[str]]:
+    """Label names of each series as the Metrics class declares them (for FAILURE_ONLY)."""
+    out: dict[str, set[str]] = {}
+    for collector, names in Metrics(CollectorRegistry()).registry._collector_to_names.items():  # type: ignore[attr-defined]
+        for name in names:
+            out[name] = set(getattr(collector, "_labelnames", ()))
+    return out
+
+
+def test_every_metric_family_is_fed_by_a_proxy_serving_requests(scrape: str) -> None:
+    """No setter is called here: every family the proxy declares must have been moved by the
+    traffic itself (a counter or histogram above zero, a gauge set) — a family nothing in
+    production feeds (a budget gauge never set, a latency never observed) fails."""
+    starved = []
+    for fam in text_string_to_metric_families(scrape):
+        if fam.name.endswith("_created") or fam.name in FAILURE_ONLY:
+            continue
+        if fam.type == "gauge":
+            fed = bool(fam.samples)
+        else:
+            fed = any(s.value > 0 for s in fam.samples if s.name.endswith(("_total", "_count")) or s.name == fam.name)
+        if not fed:
+            starved.append(fam.name)
+    assert starved == [], f"declared but never fed by a proxy serving requests: {starved}"
 
 
 # ── promtool ─────────────────────────────────────────────────────────────────────────
@@ -255,9 +236,14 @@ def test_dashboard_and_alerts_use_existing_labels(scrape: str) -> None:
     for fam in text_string_to_metric_families(scrape):
         for sample in fam.samples:
             labels_of.setdefault(sample.name, set()).update(sample.labels)
+    declared = declared_labels()
+    for name in FAILURE_ONLY:
+        labels_of.setdefault(f"{name}_total", declared[f"{name}_total"])
     target_labels = {"instance", "job"}  # added by Prometheus at scrape time
     for expr in dashboard_exprs() + alert_exprs():
         metrics = metric_names(expr) - PROMETHEUS_OWN
+        absent = metrics - labels_of.keys()
+        assert not absent, f"{expr}: {sorted(absent)} not in the scrape of a proxy that served requests"
         available = set().union(*(labels_of[m] for m in metrics)) | target_labels if metrics else target_labels
         assert label_names(expr) <= available, f"{expr}: unknown labels {label_names(expr) - available}"
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 from tests.conftest import POLICIES, REPO
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def test_no_connection_except_loopback() -> None:
@@ -23,8 +26,10 @@ def test_no_connection_except_loopback() -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "offline test:" not in output, output[-3000:]
-    seen = next(line for line in proc.stdout.splitlines() if line.startswith("SEEN"))
+    seen = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("SEEN "))[5:])
     assert "connect:127.0.0.1" in seen  # it did talk to the loopback upstream
+    not_loopback = [s for s in seen if s != "unix:" and s.split(":", 1)[1] not in LOOPBACK]
+    assert not_loopback == [], f"lookups or connections off loopback: {not_loopback}"
 
 
 def test_hook_would_catch_a_real_download() -> None:

@@ -34,11 +34,22 @@ def _code() -> str:
     return "\n".join(inspect.getsource(m) for m in (argparse, asyncio.base_events, collections, email.message, http.client, typing))
 
 
-@pytest.mark.parametrize(
-    "text", ["", "hello", "What is the capital of France?", "def f(x):\n    return x * 2\n", "日本語のテキストです。", "a" * 5000]
-)
-def test_text_is_counted_exactly(text: str) -> None:
-    assert tokens.count_text_tokens(text) == exact(text)
+# Known o200k_base counts, computed once with tiktoken 0.14 and written down here, so the test
+# checks the proxy's counter against fixed numbers, not the encoder against itself.
+KNOWN_COUNTS = [
+    ("", 0),
+    ("hello", 1),
+    ("What is the capital of France?", 7),
+    ("def f(x):\n    return x * 2\n", 11),
+    ("日本語のテキストです。", 8),
+    ("a" * 5000, 625),
+    ("be brief", 2),
+]
+
+
+@pytest.mark.parametrize(("text", "count"), KNOWN_COUNTS)
+def test_text_is_counted_exactly(text: str, count: int) -> None:
+    assert tokens.count_text_tokens(text) == count
 
 
 def _windows(n: int) -> list[tuple[int, int]]:
@@ -125,12 +136,13 @@ def test_short_text_stays_on_the_loop() -> None:
 
 
 def test_message_framing_follows_openai() -> None:
+    # OpenAI's cookbook framing: 3 tokens a message, 1 for a name, 3 priming the reply
     one = {"messages": [{"role": "user", "content": "hello"}]}
-    assert tokens.estimate_input_tokens(one) == tokens.REPLY_PRIMER + tokens.TOKENS_PER_MESSAGE + exact("hello")
+    assert tokens.estimate_input_tokens(one) == 3 + 3 + 1
     named = {"messages": [{"role": "user", "name": "ann", "content": "hello"}]}
-    assert tokens.estimate_input_tokens(named) == tokens.estimate_input_tokens(one) + tokens.TOKENS_PER_NAME
+    assert tokens.estimate_input_tokens(named) == 3 + 3 + 1 + 1
     two = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]}
-    assert tokens.estimate_input_tokens(two) == tokens.REPLY_PRIMER + 2 * tokens.TOKENS_PER_MESSAGE + exact("be brief") + exact("hello")
+    assert tokens.estimate_input_tokens(two) == 3 + 2 * 3 + 2 + 1  # "be brief" and "hello", each message on its own
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ binary noise, any content type), cut (stream stops mid-way, no terminator), slow
 (stream waits before its first chunk), slow (delay between chunks), stream_error (some
 chunks, then the provider's own error event). In a `message`, `{key}` becomes the API key the
 request carried (Authorization, x-api-key, x-goog-api-key or ?key=): a provider that echoes
-it, for the tests that grep everything for keys. A raw ASGI app, so it
+it, for the tests that grep everything for keys. echo_key: an error quoting that key after
+`pad` characters of filler (`after_chunks` >= 0: as an in-band event of a started stream).
+A raw ASGI app, so it
 is fast enough to serve as the benchmark's zero-delay upstream too.
 
 Run standalone: python -m tests.support.fake_upstream --port 9100
@@ -55,6 +57,12 @@ class Fault:
         return cls("garbage")
 
     @classmethod
+    def echo_key(cls, code: int = 401, pad: int = 0, after_chunks: int = -1) -> Fault:
+        """A careless provider: its error message quotes the caller's API key (as the error
+        response, or for a stream with `after_chunks` >= 0, as an event after that many)."""
+        return cls("echo_key", status=code, seconds=float(pad), after_chunks=after_chunks)
+
+    @classmethod
     def hang(cls, seconds: float) -> Fault:
         return cls("hang", seconds=seconds)
 
@@ -88,6 +96,7 @@ class Received:
     disconnected_at: float | None = None
     completed: bool = False
     client: tuple[str, int] | None = None  # the proxy's end of the TCP connection (host, port)
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens this upstream reported
     query: str = ""
 
 
@@ -203,6 +212,8 @@ class FakeUpstream:
             return await _send(send, fault.status, orjson.dumps(msg), extra)
         if fault and fault.kind == "garbage":
             return await _send(send, 200, b"\x00\xff<html>\x1b[31m not an API", [(b"x-garbage", b"1")])
+        if fault and fault.kind == "echo_key" and (fault.after_chunks < 0 or not stream):
+            return await _send(send, fault.status, orjson.dumps(_echo_error(fault, rec)))
         if fault and fault.kind == "malformed":
             if stream:
                 await _start_stream(send)
@@ -210,6 +221,7 @@ class FakeUpstream:
                 return
             return await _send(send, 200, b'{"id": "x", "choices": [tru')
         answer = _Answer.for_request(fmt, body, self.replies.get(model, self.reply), next(self._ids))
+        rec.usage = (answer.prompt_tokens, answer.completion_tokens)
         if not stream:
             rec.completed = True
             return await _send(send, 200, orjson.dumps(answer.full(fmt, model)))
@@ -223,6 +235,9 @@ class FakeUpstream:
                     delay = fault.seconds
                 elif fault and fault.kind == "slow":
                     delay = fault.seconds
+                if fault and fault.kind == "echo_key" and i >= fault.after_chunks:
+                    await send({"type": "http.response.body", "body": _sse(_echo_error(fault, rec)), "more_body": False})
+                    return
                 if fault and fault.kind == "cut" and i >= fault.after_chunks:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     return
@@ -521,3 +536,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _echo_error(fault: Fault, rec: Received) -> dict[str, Any]:
+    """A careless provider's error: filler, then the key the request carried."""
+    filler = ("The request could not be authorised. " * (1 + int(fault.seconds) // 36))[: int(fault.seconds)]
+    message = filler + _fill("Incorrect API key provided: {key}. You can find your API key in your account settings.", rec)
+    return {"type": "error", "error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}

@@ -1,9 +1,12 @@
 """Run in a subprocess by tests/test_offline.py: install an audit hook that refuses every
 connection and DNS lookup not on loopback, then import everything, count tokens and send
-requests through the proxy to each kind of upstream. Prints the hosts it saw; exit 0 = ok."""
+requests through the proxy to each kind of upstream. Prints every lookup and connection it saw
+(`SEEN ["dns:127.0.0.1", "connect:127.0.0.1", ...]`, JSON) so the test can check each one, even
+those whose refusal some library caught and swallowed; exit 0 = ok."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 SEEN: list[str] = []
@@ -18,8 +21,8 @@ def hook(event: str, args: tuple) -> None:
             raise ConnectionRefusedError(f"offline test: DNS lookup of {host}")
     elif event == "socket.connect":
         address = args[1]
-        host = address[0] if isinstance(address, tuple) else str(address)
-        SEEN.append(f"connect:{host}")
+        host = address[0] if isinstance(address, tuple) else None  # a str/bytes address: a Unix socket
+        SEEN.append(f"connect:{host}" if isinstance(address, tuple) else "unix:")
         if isinstance(address, tuple) and host not in LOCAL:
             raise ConnectionRefusedError(f"offline test: connection to {host}")
 
@@ -67,7 +70,7 @@ def main() -> int:
                     if model != "auto" and resp.status_code != 200:
                         print(f"FAIL {model} stream={stream}: {resp.status_code} {resp.text[:200]}")
                         return 1
-    print("SEEN", sorted(set(SEEN)))
+    print("SEEN", json.dumps(sorted(set(SEEN))))
     return 0
 
 

@@ -31,3 +31,13 @@ def policy_copy(
     for name, content in (files or {}).items():
         (dest / name).write_text(yaml.safe_dump(content, sort_keys=False))
     return dest
+
+
+def fast_dispatch(**changes: Any) -> dict[str, Any]:
+    """policies/dispatch.yaml with one quick retry and breakers that never open (tests that
+    send many failing requests), then `changes`."""
+    dispatch = yaml.safe_load((POLICIES / "dispatch.yaml").read_text())
+    dispatch.update(retries=1, retry_base_delay=0.0, retry_max_delay=0.0)
+    dispatch["cooldown"] = {**dispatch.get("cooldown", {}), "failures": 1000}
+    dispatch.update(changes)
+    return dispatch
