@@ -2,7 +2,7 @@
 #   make run    install into .venv/ and start the proxy on 127.0.0.1:8080 (embedded defaults)
 #   make test   install into .venv/ and run the tests (they start their own redis-server on a free port),
 #               then the mutation check (scripts/mutate.py, tests/mutations.toml)
-#   make bench  the performance benchmark (bench/README.md; uses a Redis on :6379, starting one if needed)
+#   make bench  the benchmark, autoroute beside its peers (it starts its own redis-server on a free port)
 #   make chaos  faults, bursts and SIGTERM against two replicas on a private Redis (scripts/chaos.py)
 
 SHELL := /bin/bash
@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: install run test mutate lint tools redis redis-binary bench bench-smoke chaos clean
+.PHONY: install run test mutate lint tools redis-binary bench bench-smoke chaos clean
 
 install: $(STAMP)
 
@@ -40,10 +40,6 @@ tools:
 redis-binary:
 	@scripts/ensure-redis.sh --install-only
 
-# The benchmark's store: a Redis on :6379, started if none answers.
-redis:
-	@scripts/ensure-redis.sh
-
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -58,10 +54,10 @@ test: install tools redis-binary lint
 mutate: install
 	$(BIN)/python scripts/mutate.py
 
-bench: install
+bench: install redis-binary
 	$(BIN)/python -m bench
 
-bench-smoke: install
+bench-smoke: install redis-binary
 	$(BIN)/python -m bench --smoke
 
 chaos: install redis-binary

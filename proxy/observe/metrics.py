@@ -14,116 +14,53 @@ instance, so an event costs a dict lookup and an `inc`/`observe` per series.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from proxy import errors
-from proxy.policy.registry import Provider
-from proxy.vocab import LOCAL, BudgetPeriod, Category, Endpoint, ErrorKind, LimitName, Outcome, Preference
+from proxy.observe.families import Families
+from proxy.observe.labels import (
+    _STATUS_CLASS,
+    BUDGET_PERIODS,
+    CATEGORIES,
+    COOLDOWN_STATES,
+    DECISION_LOG_ERRORS,
+    ENDPOINTS,
+    ERROR_KINDS,
+    LIMITS,
+    LLM_CLASSIFIER_OUTCOMES,
+    NONE,
+    OTHER,
+    OUTCOMES,
+    OVERRIDES,
+    PREFERENCES,
+    PROVIDERS,
+    STORE_FAILURE_ACTIONS,
+    STORE_OPERATIONS,
+    STREAM,
+    error_kind_for_status,
+    outcome_of,
+    status_class,
+)
+from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.policy import Policy
-
-NONE = "none"
-OTHER = "other"
-
-CATEGORIES = frozenset({*Category, NONE})
-PREFERENCES = frozenset({*Preference, LOCAL, NONE})
-PROVIDERS = frozenset(get_args(Provider))
-STREAM = {True: "true", False: "false"}
-#: Request outcomes (`observe_request(outcome=...)`); `outcome_of(exc)` maps an exception here.
-OUTCOMES = frozenset(Outcome)
-#: Upstream failure kinds (`observe_upstream_attempt(error=...)`); `error_kind_for_status(s)` helps.
-ERROR_KINDS = frozenset(ErrorKind)
-#: The limit a 429 names -> rejection kind (`rejected(limit)`).
-LIMITS: dict[str, str] = {
-    LimitName.REQUESTS_PER_MINUTE: "rate_limit",
-    LimitName.TOKENS_PER_MINUTE: "rate_limit",
-    LimitName.DEPLOYMENT_CAPACITY: "rate_limit",
-    LimitName.DAILY_BUDGET: "budget",
-    LimitName.MONTHLY_BUDGET: "budget",
-    LimitName.TOTAL_BUDGET: "budget",
-    LimitName.TASK_BUDGET: "budget",
-}
-BUDGET_PERIODS = frozenset(BudgetPeriod)
-ENDPOINTS = frozenset(Endpoint)
-#: Why the router left the matrix's first choice (`observe_route(overrides=...)`).
-OVERRIDES = frozenset(
-    {
-        "context_window",
-        "tools",
-        "vision",
-        "unavailable",
-        "cooling_down",
-        "allowed_models",
-        "cost_cap",
-        "budget",
-        "latency",
-        "self_hosted_only",
-        "prefer_local",
-    }
-)
-STORE_OPERATIONS = frozenset({"reserve", "settle", "release", "read", "admin", "health"})
-STORE_FAILURE_ACTIONS = frozenset({"fail_open", "fail_closed"})
-LLM_CLASSIFIER_OUTCOMES = frozenset({"ok", "cache_hit", "timeout", "error", "invalid"})
-DECISION_LOG_ERRORS = frozenset({"write_error", "dropped"})
-#: Circuit-breaker state -> gauge value (max across workers shows the worst).
-COOLDOWN_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-
-LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
-OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-COST_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.1, 1.25, 1.5, 2.0, 4.0, 10.0)
-CLASSIFIER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-
-_OUTCOME_BY_ERROR: dict[type[BaseException], str] = {
-    errors.RateLimited: Outcome.RATE_LIMITED,
-    errors.BudgetExceeded: Outcome.BUDGET_EXCEEDED,
-    errors.AuthenticationFailed: Outcome.UNAUTHORIZED,
-    errors.PermissionDenied: Outcome.FORBIDDEN,
-    errors.NoCapableModel: Outcome.NO_CAPABLE_MODEL,
-    errors.NotFound: Outcome.NOT_FOUND,
-    errors.ModelNotFound: Outcome.NOT_FOUND,
-    errors.PayloadTooLarge: Outcome.TOO_LARGE,
-    errors.InvalidRequest: Outcome.INVALID_REQUEST,
-    errors.StoreUnavailable: Outcome.STORE_UNAVAILABLE,
-    errors.ServiceUnavailable: Outcome.UNAVAILABLE,
-    errors.UpstreamTimeout: Outcome.UPSTREAM_TIMEOUT,
-    errors.UpstreamFailed: Outcome.UPSTREAM_ERROR,
-    errors.UpstreamRejected: Outcome.UPSTREAM_REJECTED,
-    asyncio.CancelledError: Outcome.CANCELLED,
-}
-_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
-
-
-def outcome_of(exc: BaseException | None) -> str:
-    """The `outcome` label for a request that ended with `exc` (None = success)."""
-    if exc is None:
-        return Outcome.OK
-    for cls in type(exc).__mro__:
-        outcome = _OUTCOME_BY_ERROR.get(cls)
-        if outcome is not None:
-            return outcome
-    return Outcome.INTERNAL_ERROR
-
-
-def status_class(status: int) -> str:
-    """`2xx`, `4xx`, ... for an HTTP status; 499 (client went away) counts as `4xx`."""
-    return _STATUS_CLASS.get(status // 100, OTHER)
-
-
-def error_kind_for_status(status: int) -> str:
-    """The upstream error kind for an HTTP status the upstream answered with."""
-    if status == 429:
-        return "rate_limited"
-    if status in (401, 403):
-        return "auth"
-    return "server_error" if status >= 500 else "rejected"
+__all__ = [
+    "Metrics",
+    "CATEGORIES",
+    "ENDPOINTS",
+    "ERROR_KINDS",
+    "LIMITS",
+    "OUTCOMES",
+    "PREFERENCES",
+    "PROVIDERS",
+    "error_kind_for_status",
+    "outcome_of",
+    "status_class",
+    "BUDGET_PERIODS",
+]  # the label helpers, re-exported
 
 
 def _bind(cache: dict[tuple[str, ...], Any], metric: Any, key: tuple[str, ...]) -> Any:
@@ -133,7 +70,7 @@ def _bind(cache: dict[tuple[str, ...], Any], metric: Any, key: tuple[str, ...]) 
     return child
 
 
-class Metrics:
+class Metrics(Families):
     """All autoroute metrics on one registry; call one method per pipeline event."""
 
     def __init__(
@@ -172,106 +109,6 @@ class Metrics:
             self._models = frozenset(models) | {NONE}
         if deployments is not None:
             self._deployments = frozenset(deployments)
-
-    # ── definitions ──────────────────────────────────────────────────────────────────
-    def _define(self, r: CollectorRegistry) -> None:
-        c = lambda name, labels, doc: Counter(name, doc, labels, registry=r)  # noqa: E731
-        h = lambda name, labels, buckets, doc: Histogram(name, doc, labels, registry=r, buckets=buckets)  # noqa: E731
-        g = lambda name, labels, mode, doc: Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)  # noqa: E731
-        self.requests = c(
-            "autoroute_requests_total",
-            ("endpoint", "category", "model", "preference", "outcome", "status"),
-            "Requests finished, by inbound API (chat/responses/messages/embeddings), category, chosen model, preference, outcome, status class.",
-        )
-        self.in_flight = g("autoroute_requests_in_flight", (), "livesum", "Chat requests being handled now.")
-        self.routing_decisions = c(
-            "autoroute_routing_decisions_total",
-            ("category", "model", "preference"),
-            "Routing decisions: classified category -> chosen model (auto requests and /v1/route).",
-        )
-        self.overrides = c(
-            "autoroute_routing_overrides_total",
-            ("constraint",),
-            "Times the router left the matrix's choice, by the constraint that forced it.",
-        )
-        self.request_seconds = h("autoroute_request_duration_seconds", ("stream",), LATENCY_BUCKETS, "Whole request, arrival to last byte.")
-        self.overhead_seconds = h(
-            "autoroute_proxy_overhead_seconds", (), OVERHEAD_BUCKETS, "Time the proxy itself added: total minus time waiting on upstreams."
-        )
-        self.upstream_seconds = h(
-            "autoroute_upstream_duration_seconds",
-            ("provider", "model"),
-            LATENCY_BUCKETS,
-            "One upstream attempt, request sent to last byte.",
-        )
-        self.ttft_seconds = h(
-            "autoroute_time_to_first_token_seconds",
-            ("provider", "model"),
-            TTFT_BUCKETS,
-            "Streams: upstream request sent to first content chunk.",
-        )
-        self.attempts = c(
-            "autoroute_upstream_attempts_total",
-            ("deployment", "provider", "model", "result"),
-            "Upstream attempts, by deployment, model and result (ok/error).",
-        )
-        self.upstream_errors = c("autoroute_upstream_errors_total", ("provider", "kind"), "Failed upstream attempts, by provider and kind.")
-        self.retries = c("autoroute_upstream_retries_total", ("provider",), "Retries of an upstream call on the same deployment.")
-        self.fallbacks = c("autoroute_fallbacks_total", ("from_model", "to_model"), "Moves down the route plan to another model.")
-        self.cooldown_state = g(
-            "autoroute_deployment_cooldown_state",
-            ("deployment",),
-            "livemax",
-            "Circuit breaker per deployment: 0 closed, 1 half-open (probing), 2 open (cooling down).",
-        )
-        self.cooldowns = c("autoroute_deployment_cooldowns_total", ("deployment",), "Times a deployment's breaker opened.")
-        self.tokens = c(
-            "autoroute_tokens_total", ("model", "direction"), "Tokens billed by upstreams, by model and direction (input/output)."
-        )
-        self.cost = c("autoroute_cost_usd_total", ("model",), "Real cost in USD from the registry's prices, by model that answered.")
-        self.estimated_cost = c(
-            "autoroute_estimated_cost_usd_total", ("model",), "Cost estimated at admission, USD, by model that answered."
-        )
-        self.cost_ratio = h("autoroute_cost_estimate_ratio", (), COST_RATIO_BUCKETS, "Real cost / estimated cost per request.")
-        self.key_tokens = c("autoroute_key_tokens_total", ("key", "direction"), "Tokens by key name (only with key_name_labels).")
-        self.key_cost = c("autoroute_key_cost_usd_total", ("key",), "Real cost in USD by key name (only with key_name_labels).")
-        self.budget_remaining = g(
-            "autoroute_key_budget_remaining_usd",
-            ("key", "period"),
-            "livemostrecent",
-            "USD left in a key's budget period (only with key_name_labels).",
-        )
-        self.budget_limit = g(
-            "autoroute_key_budget_limit_usd",
-            ("key", "period"),
-            "livemostrecent",
-            "A key's budget for the period, USD (only with key_name_labels).",
-        )
-        self.rejections = c(
-            "autoroute_limit_rejections_total", ("limit", "kind"), "Requests refused by a rate limit or budget, by limit type."
-        )
-        self.store_seconds = h(
-            "autoroute_limiter_store_duration_seconds", ("operation",), STORE_BUCKETS, "Limits-store (Redis) call latency, by operation."
-        )
-        self.store_errors = c(
-            "autoroute_limiter_store_errors_total",
-            ("operation", "action"),
-            "Limits-store failures, by operation and what the proxy did (fail_open/fail_closed).",
-        )
-        self.store_up = g("autoroute_limiter_store_up", (), "livemin", "1 when the last limits-store call succeeded, 0 when it failed.")
-        self.confidence = h(
-            "autoroute_classifier_confidence_ratio", ("category",), CONFIDENCE_BUCKETS, "Heuristic classifier confidence, by category."
-        )
-        self.llm_classifier = c("autoroute_llm_classifier_requests_total", ("outcome",), "LLM-classifier consultations, by outcome.")
-        self.llm_classifier_seconds = h(
-            "autoroute_llm_classifier_duration_seconds", (), CLASSIFIER_BUCKETS, "LLM-classifier call latency (not cache hits)."
-        )
-        self.decision_log_errors = c(
-            "autoroute_decision_log_errors_total", ("reason",), "Decision records not written to the Redis stream, by reason."
-        )
-        self.build_info = g(
-            "autoroute_build_info", ("version", "policy_hash"), "livemax", "Version and policy hash of the running proxy (value 1)."
-        )
 
     def _prebind(self) -> None:
         """Children used on every request, and series that should read 0 from the first scrape."""
