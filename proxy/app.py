@@ -133,9 +133,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    checks = await _state(request).ready()
+    state = _state(request)
+    checks = await state.ready()
     ok = all(checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+    body = {"status": "ready" if ok else "not ready", "checks": checks, **state.ready_detail()}
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 async def proxy_error(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,243 @@
+"""Connections to the policy's MCP servers, through the official `mcp` SDK's client.
+
+One `ServerConnection` per server owns its SDK `Client` in a background task (the SDK's
+context must be entered and left in one task): it connects, lists the tools, and keeps the
+list fresh every `tools_ttl_s` or when the server sends `notifications/tools/list_changed`.
+A server that is down has no tools (they are simply absent), shows in /readyz detail and in
+`autoroute_mcp_server_up`, and is retried with backoff. Requests never wait on a connection:
+they read the cached tool list, and a call is bounded by the server's `call_timeout_s` (and the
+caller's deadline), so one misbehaving server cannot stall the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import orjson
+from mcp import Client, StdioServerParameters
+from mcp import types as mcp_types
+
+from proxy.policy.mcp import SEPARATOR, McpPolicy, McpServer
+
+log = logging.getLogger("autoroute.mcp")
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    server: str
+    name: str  # the server's own name for it
+    description: str
+    input_schema: Mapping[str, Any]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.server}{SEPARATOR}{self.name}"
+
+    def openai(self) -> dict[str, Any]:
+        """The tool as an OpenAI chat `tools` entry (providers translate it to their own format)."""
+        params = dict(self.input_schema) or {"type": "object", "properties": {}}
+        return {"type": "function", "function": {"name": self.qualified, "description": self.description[:1024], "parameters": params}}
+
+
+@dataclass
+class ToolResult:
+    text: str
+    outcome: str  # ok | tool_error | timeout | server_down | error
+    seconds: float
+    chars: int = 0
+    truncated: bool = False
+
+    @property
+    def is_error(self) -> bool:
+        return self.outcome != "ok"
+
+
+def split_name(qualified: str) -> tuple[str, str] | None:
+    server, sep, tool = qualified.partition(SEPARATOR)
+    return (server, tool) if sep and server and tool else None
+
+
+@dataclass
+class ServerConnection:
+    name: str
+    spec: McpServer
+    environ: Mapping[str, str]
+    ttl_s: float
+    tools: list[ToolSpec] = field(default_factory=list)
+    up: bool = False
+    last_error: str | None = None
+    _client: Client | None = None
+    _task: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop: bool = False
+
+    def target(self) -> StdioServerParameters | str:
+        if self.spec.transport == "stdio":
+            assert self.spec.command
+            env = {k: v for k, v in self.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")} | dict(self.spec.env)
+            return StdioServerParameters(command=self.spec.command, args=list(self.spec.args), env=env, cwd=self.spec.cwd)
+        assert self.spec.url
+        return self.spec.url
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"mcp-{self.name}")
+
+    async def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 5)
+        self.up, self._client = False, None
+
+    async def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.up and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.up
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stop:
+            try:
+                client = Client(self.target(), read_timeout_seconds=self.spec.call_timeout_s, message_handler=self._on_message)
+                # One scope around the whole session (the SDK's task groups live inside it): its
+                # deadline bounds the connect, then each refresh, and is lifted in between.
+                with anyio.CancelScope(deadline=anyio.current_time() + self.spec.connect_timeout_s) as scope:
+                    async with client:
+                        self._client = client
+                        try:
+                            while not self._stop:
+                                scope.deadline = anyio.current_time() + self.spec.connect_timeout_s
+                                await self._refresh(client)
+                                scope.deadline = float("inf")
+                                self.up, self.last_error, failures = True, None, 0
+                                self._wake.clear()
+                                with contextlib.suppress(TimeoutError):
+                                    await asyncio.wait_for(self._wake.wait(), self.ttl_s)
+                        finally:
+                            self._client = None
+                            self.up = False
+                if scope.cancelled_caught:
+                    raise TimeoutError(f"no answer within {self.spec.connect_timeout_s}s")
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # the SDK raises exception groups from its task groups
+                self.last_error = _describe(exc)
+                log.warning("mcp server %s is down: %s", self.name, self.last_error)
+            self.up, self.tools = False, []
+            if self._stop:
+                return
+            await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+            failures += 1
+
+    async def _refresh(self, client: Client) -> None:
+        listed: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        for _ in range(20):  # a paginator that never ends cannot hang the refresh
+            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            listed.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        exposed = [t for t in listed if any(fnmatch.fnmatchcase(t.name, p) for p in self.spec.tools) and SEPARATOR not in t.name]
+        self.tools = [ToolSpec(self.name, t.name, t.description or "", dict(t.input_schema or {})) for t in exposed]
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, mcp_types.ServerNotification) and "list_changed" in str(getattr(message, "method", "")):
+            self._wake.set()
+
+    async def call(self, tool: str, arguments: dict[str, Any], *, timeout_s: float, max_chars: int) -> ToolResult:
+        started = time.monotonic()
+        client = self._client
+        if client is None or not self.up:
+            return ToolResult(
+                f"Error: the tool server {self.name!r} is unavailable ({self.last_error or 'not connected'}).", "server_down", 0.0
+            )
+        timeout = max(0.01, min(timeout_s, self.spec.call_timeout_s))
+        try:
+            with anyio.fail_after(timeout):
+                result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+        except TimeoutError:
+            self._wake.set()  # re-check the server: a hung one gets reconnected
+            return ToolResult(
+                f"Error: the tool {tool!r} on {self.name!r} did not answer within {timeout:.1f}s.", "timeout", time.monotonic() - started
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.up = False
+            self._wake.set()
+            why = _describe(exc)
+            return ToolResult(
+                f"Error: the tool server {self.name!r} failed during the call ({why}).", "server_down", time.monotonic() - started
+            )
+        text = result_text(result)
+        outcome = "tool_error" if result.is_error else "ok"
+        if result.is_error:
+            text = f"Error from tool {tool!r}: {text}"
+        return _capped(text, outcome, time.monotonic() - started, max_chars)
+
+
+def result_text(result: mcp_types.CallToolResult) -> str:
+    parts: list[str] = []
+    for block in result.content:
+        if isinstance(block, mcp_types.TextContent):
+            parts.append(block.text)
+        else:
+            parts.append(orjson.dumps(block.model_dump(mode="json", exclude_none=True)).decode())
+    if not parts and result.structured_content is not None:
+        parts.append(orjson.dumps(result.structured_content).decode())
+    return "\n".join(parts)
+
+
+def _capped(text: str, outcome: str, seconds: float, max_chars: int) -> ToolResult:
+    n = len(text)
+    if n <= max_chars:
+        return ToolResult(text, outcome, seconds, n)
+    return ToolResult(text[:max_chars] + f"\n[result cut at {max_chars} of {n} characters]", outcome, seconds, n, truncated=True)
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class McpServers:
+    """Every server of the policy; the tool view each key may see."""
+
+    def __init__(self, policy: McpPolicy, environ: Mapping[str, str]) -> None:
+        self.policy = policy
+        self.connections = {n: ServerConnection(n, s, environ, policy.tools_ttl_s) for n, s in policy.enabled_servers.items()}
+
+    def start(self) -> None:
+        for conn in self.connections.values():
+            conn.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self.connections.values()))
+
+    def status(self) -> dict[str, bool]:
+        return {n: c.up for n, c in self.connections.items()}
+
+    def visible(self, key_name: str, allows: Any, servers: Mapping[str, ServerConnection] | None = None) -> list[ToolSpec]:
+        """Tools this key may see: the server admits the key's name and the key admits the tool."""
+        out: list[ToolSpec] = []
+        for conn in (servers if servers is not None else self.connections).values():
+            if not any(fnmatch.fnmatchcase(key_name, p) for p in conn.spec.keys):
+                continue
+            out.extend(t for t in conn.tools if allows(t.qualified))
+        return out

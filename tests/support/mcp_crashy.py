@@ -1,0 +1,30 @@
+"""A test-only MCP server whose `crash` tool kills its own process mid-call (a server dying mid-loop)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "mcp_servers"))
+from _run import run
+
+server = MCPServer("crashy", log_level="WARNING")
+
+
+@server.tool()
+def crash() -> str:
+    """Exit the server process without answering."""
+    os._exit(3)
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text."""
+    return text
+
+
+if __name__ == "__main__":
+    run(server)
