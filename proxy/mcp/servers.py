@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx2
 import orjson
 from mcp import Client, StdioServerParameters
 from mcp import types as mcp_types
+from mcp.client.streamable_http import streamable_http_client
 
 from proxy.policy.mcp import SEPARATOR, McpPolicy, McpServer
 
@@ -80,13 +82,18 @@ class ServerConnection:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: bool = False
 
-    def target(self) -> StdioServerParameters | str:
+    def target(self, stack: contextlib.AsyncExitStack) -> Any:
+        """What the SDK's Client connects to: a command (stdio) or a URL (with the policy's headers)."""
         if self.spec.transport == "stdio":
             assert self.spec.command
             env = {k: v for k, v in self.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")} | dict(self.spec.env)
             return StdioServerParameters(command=self.spec.command, args=list(self.spec.args), env=env, cwd=self.spec.cwd)
         assert self.spec.url
-        return self.spec.url
+        if not self.spec.headers:
+            return self.spec.url
+        http = httpx2.AsyncClient(headers=dict(self.spec.headers), timeout=httpx2.Timeout(30.0, read=300.0))
+        stack.push_async_callback(http.aclose)
+        return streamable_http_client(self.spec.url, http_client=http)
 
     def start(self) -> None:
         if self._task is None:
@@ -110,8 +117,9 @@ class ServerConnection:
     async def _supervise(self) -> None:
         failures = 0
         while not self._stop:
+            stack = contextlib.AsyncExitStack()
             try:
-                client = Client(self.target(), read_timeout_seconds=self.spec.call_timeout_s, message_handler=self._on_message)
+                client = Client(self.target(stack), read_timeout_seconds=self.spec.call_timeout_s, message_handler=self._on_message)
                 # One scope around the whole session (the SDK's task groups live inside it): its
                 # deadline bounds the connect, then each refresh, and is lifted in between.
                 with anyio.CancelScope(deadline=anyio.current_time() + self.spec.connect_timeout_s) as scope:
@@ -136,6 +144,9 @@ class ServerConnection:
             except BaseException as exc:  # the SDK raises exception groups from its task groups
                 self.last_error = _describe(exc)
                 log.warning("mcp server %s is down: %s", self.name, self.last_error)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
             self.up, self.tools = False, []
             if self._stop:
                 return
@@ -191,6 +202,12 @@ class ServerConnection:
 
 
 def result_text(result: mcp_types.CallToolResult) -> str:
+    """The result as one text for the model: the text blocks, or the structured result as JSON
+    when the server split a list into several blocks."""
+    structured = result.structured_content
+    if structured is not None and len(result.content) != 1:
+        value = structured["result"] if isinstance(structured, dict) and set(structured) == {"result"} else structured
+        return orjson.dumps(value).decode()
     parts: list[str] = []
     for block in result.content:
         if isinstance(block, mcp_types.TextContent):

@@ -141,6 +141,7 @@ class AppState:
         self.metrics.set_build_info(__version__, fresh.hash)
         log.info("policy reloaded: %s -> %s", old.hash, fresh.hash)
         return old.hash, fresh.hash
+
     def ready_detail(self) -> dict[str, Any]:
         """Shown by /readyz without deciding readiness: a down tool server only hides its tools."""
         return {"mcp_servers": {n: "up" if c.up else f"down: {c.last_error or 'connecting'}" for n, c in self.mcp.connections.items()}}
@@ -192,9 +193,9 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
         decisions,
         None,
         Drain(settings.shutdown_grace_s),
-        feedback=feedback,
         mcp,
         mcp_metrics,
+        feedback=feedback,
     )
     if policy.routing.llm_classifier.enabled:
         state.llm_classifier = LLMClassifier(policy.routing.llm_classifier, state.complete_for_classifier)
