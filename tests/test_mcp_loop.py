@@ -3,6 +3,7 @@ over stdio and Streamable HTTP, through the fake upstream (a tool call, then tex
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 
 from proxy.app import create_app
 from tests.conftest import make_settings
@@ -228,3 +230,32 @@ def test_request_url_on_an_allowed_host_is_used(tmp_path: Path, environ: dict, u
         resp = proxy.chat(key, route={"mcp": {"servers": [{"label": "mem", "url": url}]}})
         assert resp.status_code == 200, resp.text
         assert upstream.received[1].body["messages"][-1]["content"] == "remembered city"
+
+
+def test_request_allowed_tools_narrow_but_never_widen_the_keys(shared: Proxy, upstream: FakeUpstream) -> None:
+    key, _ = shared.new_key(allowed_tools=["calculator__add", "calculator__multiply"])
+    resp = shared.chat(key, route={"mcp": {"allowed_tools": ["calculator__*", "crashy__*"]}})
+    assert resp.status_code == 200, resp.text
+    assert sorted(offered(upstream)[0]) == ["calculator__add", "calculator__multiply"]
+    upstream.reset()
+    assert shared.chat(key, route={"mcp": {"allowed_tools": ["calculator__add"]}}).status_code == 200
+    assert offered(upstream)[0] == ["calculator__add"]
+
+
+def test_context_assembler_adds_the_category_prompt_keeps_the_clients_and_narrows_tools(shared: Proxy, upstream: FakeUpstream) -> None:
+    prompts = yaml.safe_load((mcp_servers.REPO / "policies" / "prompts.yaml").read_text())
+    key, _ = shared.new_key(context_assembler=True)
+    mine = {"role": "system", "content": "Answer in French."}
+    resp = shared.chat(key, messages=[mine, *ASK], route={"mcp": True})
+    assert resp.status_code == 200, resp.text
+    category = shared.decision(resp.headers["x-autoroute-decision-id"])["context"]
+    ctx = prompts["categories"].get(category) or prompts["default"]
+    sent = upstream.received[0].body["messages"]
+    assert sent[0] == {"role": "system", "content": ctx["system"]} and sent[1] == mine and sent[2] == ASK[0]
+    calculator = ["calculator__add", "calculator__multiply", "calculator__evaluate"]  # (crashy may be down by now)
+    got = sorted(n for n in offered(upstream)[0] if n.startswith("calculator__"))
+    assert got == sorted(n for n in calculator if any(fnmatch.fnmatchcase(n, p) for p in ctx["tools"]))
+    # The request can turn it off for this call.
+    upstream.reset()
+    assert shared.chat(key, route={"context": False}).status_code == 200
+    assert upstream.received[0].body["messages"] == ASK

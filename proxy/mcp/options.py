@@ -110,3 +110,43 @@ def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple
             code="mcp_url_not_allowed",
         )
     return label, url
+
+
+def from_responses_tools(tools: list[Any]) -> tuple[list[Any], dict[str, Any] | None]:
+    """Responses API tools of type `mcp` (OpenAI's shape: server_label, server_url,
+    allowed_tools, require_approval) -> the other tools, and the `route.mcp` spec they ask for
+    (checked by take_loop_options like any other). Only `require_approval: "never"` runs
+    server-side; asking for approvals is a 400 (the proxy cannot pause a loop for a client)."""
+    others: list[Any] = []
+    servers: list[Any] = []
+    patterns: list[str] = []
+    for i, tool in enumerate(tools):
+        if not (isinstance(tool, Mapping) and tool.get("type") == "mcp"):
+            others.append(tool)
+            continue
+        where = f"tools.{i}"
+        label = tool.get("server_label")
+        if not isinstance(label, str) or not label:
+            raise InvalidRequest(f"{where}.server_label is required for an mcp tool", param=f"{where}.server_label")
+        approval = tool.get("require_approval", "never")
+        if (
+            approval != "never"
+            and approval != {"never": {"tool_names": []}}
+            and not (isinstance(approval, Mapping) and set(approval) == {"never"})
+        ):
+            raise InvalidRequest(
+                f'{where}.require_approval: autoroute runs MCP tools server-side only with "never"', param=f"{where}.require_approval"
+            )
+        servers.append({"label": label, "url": tool["server_url"]} if tool.get("server_url") else label)
+        allowed = tool.get("allowed_tools")
+        if isinstance(allowed, Mapping):
+            allowed = allowed.get("tool_names")
+        if allowed is None:
+            patterns.append(f"{label}__*")
+        elif isinstance(allowed, list) and all(isinstance(n, str) for n in allowed):
+            patterns.extend(f"{label}__{n}" for n in allowed)
+        else:
+            raise InvalidRequest(f"{where}.allowed_tools must be a list of tool names", param=f"{where}.allowed_tools")
+    if not servers:
+        return others, None
+    return others, {"servers": servers, "allowed_tools": patterns}
