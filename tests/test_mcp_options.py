@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.mcp import context
 from proxy.mcp.options import ToolRequest, from_responses_tools, take_loop_options
+from proxy.policy import load_policy
 from proxy.policy.mcp import McpPolicy
 from proxy.policy.prompts import PromptsPolicy
 
@@ -130,3 +133,14 @@ def test_context_opt_in_order_and_tool_subsets() -> None:
     subset = context.tool_subset("complex_coding", PROMPTS)
     assert context.matches("docs__search", subset) and not context.matches("calculator__add", subset)
     assert context.tool_subset("anything_else", PROMPTS) is None and context.matches("calculator__add", None)
+
+
+def test_the_readme_policy_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- mcp-policy")[1].split("```yaml\n")[1].split("```")[0]
+    (tmp_path / "mcp.yaml").write_text(block)
+    shutil.copy(Path(__file__).resolve().parents[1] / "policies" / "models.yaml", tmp_path / "models.yaml")
+    policy = load_policy(tmp_path, {"MEMORY_TOKEN": "t0ken"})
+    assert sorted(policy.mcp.enabled_servers) == ["calculator", "docs", "memory"]
+    assert policy.mcp.servers["memory"].headers == {"authorization": "Bearer t0ken"}
+    assert policy.mcp.servers["docs"].env == {"DOCS_DIR": "examples/mcp_servers/docs"}
