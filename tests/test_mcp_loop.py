@@ -3,6 +3,7 @@ over stdio and Streamable HTTP, through the fake upstream (a tool call, then tex
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import time
 from collections.abc import Iterator
@@ -80,7 +81,7 @@ def proxy_with(tmp_path: Path, environ: dict[str, str], servers: dict[str, Any],
 def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, environ: dict[str, str]) -> Iterator[Proxy]:
     """One proxy per transport with the calculator and the crashing server (starting one takes seconds)."""
     with (
-        mcp_servers.entries(["calculator", "crashy"], request.param) as servers,
+        mcp_servers.entries(["calculator", "crashy"], request.param, {"crashy": {"call_timeout_s": 1.0}}) as servers,
         proxy_with(tmp_path_factory.mktemp("p"), environ, servers) as proxy,
     ):
         yield proxy
@@ -140,6 +141,26 @@ def test_a_tool_the_key_excludes_is_neither_offered_nor_run(shared: Proxy, upstr
         upstream.reset()
         assert proxy.chat(none_key, route={"mcp": True}).status_code == 200
         assert offered(upstream) == [[]]
+
+
+def test_a_hung_tool_times_out_without_stalling_other_requests(shared: Proxy, upstream: FakeUpstream) -> None:
+    key, _ = shared.new_key()
+    upstream.tool_calls.append({"name": "crashy__hang", "arguments": {"seconds": 4}})
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        looping = pool.submit(shared.chat, key, route={"mcp": ["crashy"]})
+        time.sleep(0.3)
+        plain = shared.chat(key)  # meanwhile, another request goes straight through
+        plain_took = time.monotonic() - started
+        resp = looping.result()
+        took = time.monotonic() - started
+    assert plain.status_code == 200 and plain_took < 1.5
+    assert resp.status_code == 200, resp.text
+    assert took < 3.5  # the server's call_timeout_s is 1 s, not the tool's 4 s
+    tool_turn = next(r for r in upstream.received if r.body["messages"][-1]["role"] == "tool").body["messages"][-1]
+    assert "did not answer within 1.0s" in tool_turn["content"]
+    loop = shared.decision(resp.headers["x-autoroute-decision-id"])["tools"]
+    assert [c["outcome"] for c in loop["tool_calls"]] == ["timeout"]
 
 
 def test_a_server_killed_mid_loop_gives_the_model_an_error_result(shared: Proxy, upstream: FakeUpstream) -> None:

@@ -39,6 +39,5 @@ class McpMetrics:
         self.tool_calls.labels(server, tool, outcome, via).inc()
         self.tool_seconds.labels(server).observe(seconds)
 
-    def set_up(self, status: dict[str, bool]) -> None:
-        for server, up in status.items():
-            self.server_up.labels(server).set(1 if up else 0)
+    def server_changed(self, server: str, up: bool) -> None:
+        self.server_up.labels(server).set(1 if up else 0)

@@ -16,7 +16,7 @@ import contextlib
 import fnmatch
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,13 @@ class ServerConnection:
     _task: asyncio.Task[None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: bool = False
+    on_status: Callable[[str, bool], None] | None = None  # (server, up): the server_up gauge
+
+    def _set_up(self, up: bool) -> None:
+        changed = up != self.up
+        self.up = up
+        if changed and self.on_status is not None:
+            self.on_status(self.name, up)
 
     def target(self, stack: contextlib.AsyncExitStack) -> Any:
         """What the SDK's Client connects to: a command (stdio) or a URL (with the policy's headers)."""
@@ -106,7 +113,8 @@ class ServerConnection:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
-        self.up, self._client = False, None
+        self._client = None
+        self._set_up(False)
 
     async def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -130,13 +138,14 @@ class ServerConnection:
                                 scope.deadline = anyio.current_time() + self.spec.connect_timeout_s
                                 await self._refresh(client)
                                 scope.deadline = float("inf")
-                                self.up, self.last_error, failures = True, None, 0
+                                self.last_error, failures = None, 0
+                                self._set_up(True)
                                 self._wake.clear()
                                 with contextlib.suppress(TimeoutError):
                                     await asyncio.wait_for(self._wake.wait(), self.ttl_s)
                         finally:
                             self._client = None
-                            self.up = False
+                            self._set_up(False)
                 if scope.cancelled_caught:
                     raise TimeoutError(f"no answer within {self.spec.connect_timeout_s}s")
             except asyncio.CancelledError:
@@ -147,7 +156,8 @@ class ServerConnection:
             finally:
                 with anyio.CancelScope(shield=True):
                     await stack.aclose()
-            self.up, self.tools = False, []
+            self.tools = []
+            self._set_up(False)
             if self._stop:
                 return
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
@@ -188,7 +198,7 @@ class ServerConnection:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            self.up = False
+            self._set_up(False)
             self._wake.set()
             why = _describe(exc)
             return ToolResult(
@@ -236,9 +246,14 @@ def _describe(exc: BaseException) -> str:
 class McpServers:
     """Every server of the policy; the tool view each key may see."""
 
-    def __init__(self, policy: McpPolicy, environ: Mapping[str, str]) -> None:
+    def __init__(self, policy: McpPolicy, environ: Mapping[str, str], on_status: Callable[[str, bool], None] | None = None) -> None:
         self.policy = policy
-        self.connections = {n: ServerConnection(n, s, environ, policy.tools_ttl_s) for n, s in policy.enabled_servers.items()}
+        self.connections = {
+            n: ServerConnection(n, s, environ, policy.tools_ttl_s, on_status=on_status) for n, s in policy.enabled_servers.items()
+        }
+        for name in self.connections:
+            if on_status is not None:
+                on_status(name, False)
 
     def start(self) -> None:
         for conn in self.connections.values():

@@ -125,7 +125,6 @@ class AppState:
         checks = {"policy": True, "store": reachable or self.policy.limits.on_store_error == "fail_open"}
         if self.needs_translation:  # not ready to take Anthropic/Gemini traffic until it can translate
             checks["translation"] = self.litellm.loaded
-        self.mcp_metrics.set_up(self.mcp.status())
         return checks
 
     def reload(self) -> tuple[str, str]:
@@ -177,8 +176,8 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
     feedback_file = environ.get("AUTOROUTE_FEEDBACK_FILE")
     feedback = FeedbackStore(path=Path(feedback_file) if feedback_file else None)
-    mcp = McpServers(policy.mcp, environ)
     mcp_metrics = McpMetrics(metrics.registry)
+    mcp = McpServers(policy.mcp, environ, on_status=mcp_metrics.server_changed)
     state = AppState(
         settings,
         policy,

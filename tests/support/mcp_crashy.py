@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
@@ -18,6 +19,13 @@ server = MCPServer("crashy", log_level="WARNING")
 def crash() -> str:
     """Exit the server process without answering."""
     os._exit(3)
+
+
+@server.tool()
+def hang(seconds: float) -> str:
+    """Sleep, then answer (a server that stops answering in time)."""
+    time.sleep(min(seconds, 30))
+    return "woke up"
 
 
 @server.tool()

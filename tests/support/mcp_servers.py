@@ -53,13 +53,14 @@ def http_server(name: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 @contextmanager
-def entries(names: list[str], transport: str) -> Iterator[dict[str, dict[str, Any]]]:
+def entries(names: list[str], transport: str, extra: dict[str, dict[str, Any]] | None = None) -> Iterator[dict[str, dict[str, Any]]]:
     """Policy entries for these servers over `transport` (http servers run while in the block)."""
+    extra = extra or {}
     if transport == "stdio":
-        yield {n: stdio_entry(n) for n in names}
+        yield {n: stdio_entry(n, **extra.get(n, {})) for n in names}
         return
     with _many(names) as urls:
-        yield {n: {"transport": "http", "url": urls[n]} for n in names}
+        yield {n: {"transport": "http", "url": urls[n], **extra.get(n, {})} for n in names}
 
 
 @contextmanager
