@@ -94,7 +94,7 @@ def offered(upstream: FakeUpstream) -> list[list[str]]:
 def test_two_step_loop_records_both_model_calls_and_charges_the_key(shared: Proxy, upstream: FakeUpstream) -> None:
     proxy = shared
     if True:
-        key, key_id = proxy.new_key(budget_usd_day=5.0)
+        key, key_id = proxy.new_key(budget_usd_day=5.0, rpm=100)
         upstream.tool_calls.append({"name": "calculator__evaluate", "arguments": {"expression": "(2 + 3) * 4"}})
         resp = proxy.chat(key, route={"mcp": ["calculator"]})
         assert resp.status_code == 200, resp.text
@@ -118,6 +118,7 @@ def test_two_step_loop_records_both_model_calls_and_charges_the_key(shared: Prox
         assert day["cost_usd"] == pytest.approx(spent) and spent > loop["model_calls"][0]["cost_usd"] > 0
         assert day["input_tokens"] == sum(c["input_tokens"] for c in loop["model_calls"]) == record["input_tokens"]
         assert body["usage"]["prompt_tokens"] == record["input_tokens"]
+        assert resp.headers["x-ratelimit-remaining-requests"] == "98"  # each model call took a request slot
         metrics = httpx.get(proxy.url + "/metrics").text
         assert 'autoroute_mcp_tool_calls_total{outcome="ok",server="calculator",tool="evaluate",via="loop"} 1.0' in metrics
         assert 'autoroute_mcp_server_up{server="calculator"} 1.0' in metrics

@@ -84,8 +84,9 @@ async def run_chat_tool_loop(
         body = req.render()  # each turn's body: this, plus the turns so far (the loop is not streamed upstream)
         body.pop("stream", None)
         body.pop("stream_options", None)
+        calls = ModelCalls(state, ex, trace)
         final = await run_tool_loop(
-            ModelCalls(state, ex, trace).call,
+            calls.call,
             body,
             tools,
             connections,
@@ -125,6 +126,7 @@ class ModelCalls:
     ex: Exchange
     trace: LoopTrace
     sticky: list[ModelSpec] | None = None
+    limit_headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the last admission's rate-limit headers
 
     async def call(self, body: dict[str, Any]) -> dict[str, Any]:
         state, ex = self.state, self.ex
@@ -152,6 +154,7 @@ class ModelCalls:
         if usage is None or usage.counted:
             usage = Usage(plan.input_tokens, max(0, (len(orjson.dumps(completion.body.get("choices") or [])) + 3) // 4), counted=True)
         cost = model.cost_usd(usage.prompt_tokens, usage.completion_tokens)
+        self.limit_headers = admission.headers
         with anyio.CancelScope(shield=True):
             await admission.finish(usage, cost, model)
         ex.outcome.model, ex.outcome.deployment = model, outcome.deployment
