@@ -242,6 +242,10 @@ def test_request_urls_are_refused_unless_the_policy_allows_the_host(shared: Prox
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "route.mcp.servers.0"
         resp = proxy.chat(key, route={"mcp": ["nope"]})
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "unknown_mcp_server"
+        # The /v1/route dry run takes the same body (and checks route.mcp the same way).
+        dry = {"model": "auto", "messages": ASK, "route": {"mcp": ["calculator"], "preference": "cheapest"}}
+        resp = httpx.post(proxy.url + "/v1/route", json=dry, headers={"authorization": f"Bearer {key}"})
+        assert resp.status_code == 200 and resp.json()["model"], resp.text
         assert upstream.received == []
 
 
@@ -281,3 +285,20 @@ def test_context_assembler_adds_the_category_prompt_keeps_the_clients_and_narrow
     upstream.reset()
     assert shared.chat(key, route={"context": False}).status_code == 200
     assert upstream.received[0].body["messages"] == ASK
+
+
+def test_the_loop_through_a_translated_provider(shared: Proxy, upstream: FakeUpstream) -> None:
+    """Anthropic's format: the tools go as Anthropic tools, the result back as a tool_result block."""
+    deadline = time.monotonic() + 60
+    while httpx.get(shared.url + "/readyz", timeout=5).json()["status"] != "ready" and time.monotonic() < deadline:
+        time.sleep(0.2)  # litellm's translation layer loads in the background
+    key, _ = shared.new_key()
+    upstream.tool_calls.append({"name": "calculator__evaluate", "arguments": {"expression": "6 * 7"}})
+    resp = shared.chat(key, model="anthropic/claude-sonnet-4", route={"mcp": ["calculator"]})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == upstream.reply
+    first, second = upstream.received
+    assert first.path.endswith("/messages") and "calculator__evaluate" in [t["name"] for t in first.body["tools"]]
+    blocks = [b for m in second.body["messages"] for b in (m["content"] if isinstance(m["content"], list) else ())]
+    results = [b for b in blocks if b.get("type") == "tool_result"]
+    assert len(results) == 1 and "42" in orjson.dumps(results[0]["content"]).decode()

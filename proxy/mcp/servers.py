@@ -131,7 +131,8 @@ class ServerConnection:
                 # One scope around the whole session (the SDK's task groups live inside it): its
                 # deadline bounds the connect, then each refresh, and is lifted in between.
                 with anyio.CancelScope(deadline=anyio.current_time() + self.spec.connect_timeout_s) as scope:
-                    async with client:
+                    async with client, anyio.create_task_group() as listeners:
+                        listeners.start_soon(self._listen, client)
                         self._client = client
                         try:
                             while not self._stop:
@@ -146,6 +147,7 @@ class ServerConnection:
                         finally:
                             self._client = None
                             self._set_up(False)
+                            listeners.cancel_scope.cancel()
                 if scope.cancelled_caught:
                     raise TimeoutError(f"no answer within {self.spec.connect_timeout_s}s")
             except asyncio.CancelledError:
@@ -176,8 +178,19 @@ class ServerConnection:
         self.tools = [ToolSpec(self.name, t.name, t.description or "", dict(t.input_schema or {})) for t in exposed]
 
     async def _on_message(self, message: Any) -> None:
-        if isinstance(message, mcp_types.ServerNotification) and "list_changed" in str(getattr(message, "method", "")):
+        """Handshake-era sessions: notifications/tools/list_changed re-lists the tools."""
+        if isinstance(message, mcp_types.ToolListChangedNotification):
             self._wake.set()
+
+    async def _listen(self, client: Client) -> None:
+        """2026-07-28 sessions: a subscriptions/listen stream for tools_list_changed re-lists the
+        tools. A server or protocol without it (or a lost stream) leaves the TTL refresh."""
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                async for _event in subscription:
+                    self._wake.set()
+        except Exception as exc:  # ListenNotSupportedError, MCPError, SubscriptionLost, ...
+            log.debug("mcp server %s: no list-changed subscription (%s)", self.name, _describe(exc))
 
     async def call(self, tool: str, arguments: dict[str, Any], *, timeout_s: float, max_chars: int) -> ToolResult:
         started = time.monotonic()

@@ -143,7 +143,10 @@ async def handle_route(state: AppState, request: Request, inbound: Inbound | Non
     the decision, no model called."""
     ex = Exchange(endpoint=Endpoint.ROUTE)
     try:
-        await _begin(state, ex, request, inbound)
+        req = await _begin(state, ex, request, inbound)
+        ask = take_loop_options(req.route, state.policy.mcp)  # checked like chat's; no tool is called
+        if ask.route is not req.route:
+            ex.request = replace(req, route=ask.route)
         ex.plan = await _plan(state, ex, request.headers)
         ex.completed(200)
         decision = dict(ex.plan.decision)

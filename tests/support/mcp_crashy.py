@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "mcp_servers"))
 from _run import run
@@ -26,6 +26,19 @@ def hang(seconds: float) -> str:
     """Sleep, then answer (a server that stops answering in time)."""
     time.sleep(min(seconds, 30))
     return "woke up"
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:
+    """Add a tool named `extra` and tell listening clients the tool list changed."""
+    server.add_tool(extra)
+    await ctx.notify_tools_changed()
+    return "grown"
+
+
+def extra() -> str:
+    """A tool that exists once `grow` ran."""
+    return "extra"
 
 
 @server.tool()
