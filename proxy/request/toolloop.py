@@ -105,6 +105,7 @@ async def run_chat_tool_loop(
     ex.completed(200)
     headers = {
         **ex.response_headers(),
+        **calls.limit_headers,
         "x-autoroute-tool-loop": f"{len(trace.model_calls)} model calls, {len(trace.tool_calls)} tool calls, {trace.stopped}",
     }
     if ex.stream:
