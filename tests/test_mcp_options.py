@@ -25,9 +25,9 @@ POLICY = McpPolicy.model_validate(
 
 
 def take(route: Any) -> Any:
-    body = {"model": "auto", "messages": [], "route": route}
-    ask = take_loop_options(body, POLICY)
-    assert "mcp" not in body["route"] and "context" not in body["route"]  # ours: never reaches routing or the upstream
+    ask = take_loop_options(route, POLICY)
+    assert "mcp" not in ask.route and "context" not in ask.route  # ours: never reaches routing or the upstream
+    assert {k: v for k, v in route.items() if k not in ("mcp", "context")} == dict(ask.route)
     return ask
 
 
@@ -48,10 +48,11 @@ def test_route_mcp_forms(spec: Any, expected: ToolRequest) -> None:
 
 
 def test_no_mcp_means_no_loop_and_other_route_fields_stay() -> None:
-    body = {"model": "auto", "messages": [], "route": {"preference": "cheapest"}}
-    ask = take_loop_options(body, POLICY)
-    assert ask.tools is None and ask.context is None and body["route"] == {"preference": "cheapest"}
-    assert take({"mcp": False}).tools is None
+    route = {"preference": "cheapest"}
+    ask = take_loop_options(route, POLICY)
+    assert ask.tools is None and ask.context is None and ask.route is route
+    assert take_loop_options(None, POLICY).route is None
+    assert take({"mcp": False, "preference": "cheapest"}).tools is None
 
 
 @pytest.mark.parametrize(
@@ -117,12 +118,13 @@ PROMPTS = PromptsPolicy.model_validate(
 
 
 def test_context_keeps_the_clients_system_prompt_and_puts_the_category_prompt_first() -> None:
-    body: dict[str, Any] = {"messages": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "hi"}]}
-    assert context.add_system_prompt(body, "complex_coding", PROMPTS) == "complex_coding"
-    assert [m["content"] for m in body["messages"]] == ["You are an expert engineer.", "Answer in French.", "hi"]
-    other: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
-    assert context.add_system_prompt(other, "qa_retrieval", PROMPTS) == "default"
-    assert other["messages"][0] == {"role": "system", "content": "Be helpful."}
+    messages = ({"role": "system", "content": "Answer in French."}, {"role": "user", "content": "hi"})
+    found = context.system_prompt("complex_coding", PROMPTS)
+    assert found == ("You are an expert engineer.", "complex_coding")
+    out = context.with_system_prompt(messages, found[0])
+    assert [m["content"] for m in out] == ["You are an expert engineer.", "Answer in French.", "hi"]
+    assert context.system_prompt("qa_retrieval", PROMPTS) == ("Be helpful.", "default")
+    assert context.system_prompt("qa_retrieval", PromptsPolicy()) is None
 
 
 def test_context_opt_in_order_and_tool_subsets() -> None:

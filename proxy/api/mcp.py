@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from proxy.api.chat import parse_chat_request
+from proxy.api.chat import parse_chat_request, to_canonical
+from proxy.keys import access
 from proxy.keys.store import STORE_ERRORS, KeyRecord, bearer_token
 from proxy.mcp.gateway import Gateway, GatewayCall, OwnToolSpec
 from proxy.observe.decisions import DecisionRecord
@@ -80,8 +81,8 @@ def build_gateway(state: AppState) -> Gateway:
         )
 
     async def route(key: KeyRecord, arguments: dict[str, Any]) -> Any:
-        body = parse_chat_request(orjson.dumps({"model": "auto", **arguments}))
-        plan = await plan_request(state, new_decision_id(), body, {}, key)
+        req = to_canonical(parse_chat_request(orjson.dumps({"model": "auto", **arguments})), {})
+        plan = await plan_request(state, new_decision_id(), req, {}, key)
         return plan.decision
 
     async def list_models(key: KeyRecord, arguments: dict[str, Any]) -> Any:
@@ -95,7 +96,7 @@ def build_gateway(state: AppState) -> Gateway:
                 "output_usd_per_mtok": m.output_usd_per_mtok,
             }
             for m in state.policy.models.values()
-            if key.allows_model(m)
+            if access.allows(key, m)
         ]
 
     own = [
