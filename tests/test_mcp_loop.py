@@ -242,6 +242,11 @@ def test_request_urls_are_refused_unless_the_policy_allows_the_host(shared: Prox
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "route.mcp.servers.0"
         resp = proxy.chat(key, route={"mcp": ["nope"]})
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "unknown_mcp_server"
+        # A client function may not pose as an MCP tool (its calls would run server-side).
+        fake = {"type": "function", "function": {"name": "calculator__evaluate", "parameters": {"type": "object"}}}
+        resp = proxy.chat(key, tools=[fake], route={"mcp": ["calculator"]})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "tools"
+        assert upstream.received == []
         # The /v1/route dry run takes the same body (and checks route.mcp the same way).
         dry = {"model": "auto", "messages": ASK, "route": {"mcp": ["calculator"], "preference": "cheapest"}}
         resp = httpx.post(proxy.url + "/v1/route", json=dry, headers={"authorization": f"Bearer {key}"})
