@@ -13,11 +13,12 @@ import orjson
 
 from proxy.api.chat import parse_chat_request, to_canonical
 from proxy.keys import access
-from proxy.keys.store import STORE_ERRORS, KeyRecord, bearer_token
+from proxy.keys.store import KeyRecord, bearer_token
 from proxy.mcp.gateway import Gateway, GatewayCall, OwnToolSpec
 from proxy.observe.decisions import DecisionRecord
 from proxy.request.exchange import new_decision_id
 from proxy.routing.planning import plan_request
+from proxy.store import is_store_failure
 from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ def build_gateway(state: AppState) -> Gateway:
             pipe.incr(counter)
             pipe.expire(counter, 120)
             count, _ = await pipe.execute()
-        except STORE_ERRORS:
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
             return state.policy.limits.on_store_error == "fail_open"
         return int(count) <= state.policy.mcp.gateway.calls_per_minute
 

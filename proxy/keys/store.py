@@ -50,8 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.exceptions import WatchError
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
-from proxy.store import SingleFlight, StoreBusy, gate_of, is_store_failure, patient_timeout
 from proxy.keys import access
+from proxy.store import SingleFlight, StoreBusy, gate_of, is_store_failure, patient_timeout
 from proxy.vocab import Preference
 
 KEY_PREFIX = "sk-ar-"
