@@ -202,7 +202,7 @@ def test_depth_limit_stops_a_model_that_calls_tools_forever(shared: Proxy, upstr
 def test_deadline_stops_the_loop(tmp_path: Path, environ: dict, upstream: FakeUpstream) -> None:
     with (
         mcp_servers.entries(["calculator"], "stdio") as servers,
-        proxy_with(tmp_path, environ, servers, loop={"max_depth": 50, "deadline_s": 1.0}) as proxy,
+        proxy_with(tmp_path, environ, servers, loop={"max_depth": 50, "deadline_s": 2.5}) as proxy,
     ):
         key, _ = proxy.new_key()
         upstream.call_tools_forever = {"name": "calculator__add", "arguments": {"a": 1, "b": 2}}
@@ -211,8 +211,8 @@ def test_deadline_stops_the_loop(tmp_path: Path, environ: dict, upstream: FakeUp
         took = time.monotonic() - started
         assert resp.status_code == 200, resp.text
         loop = proxy.decision(resp.headers["x-autoroute-decision-id"])["tools"]
-        assert loop["stopped"] == "deadline" and len(loop["model_calls"]) < 50
-        assert took < 5
+        assert loop["stopped"] == "deadline" and 2 <= len(loop["model_calls"]) < 50, loop
+        assert took < 2.5 + 5  # the deadline, plus the last model call it cut short on a loaded machine
 
 
 def test_streamed_request_gets_the_final_turn_as_events(shared: Proxy, upstream: FakeUpstream) -> None:
