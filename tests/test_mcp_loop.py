@@ -201,11 +201,12 @@ def test_depth_limit_stops_a_model_that_calls_tools_forever(shared: Proxy, upstr
 
 def test_deadline_stops_the_loop(tmp_path: Path, environ: dict, upstream: FakeUpstream) -> None:
     with (
-        mcp_servers.entries(["calculator"], "stdio") as servers,
-        proxy_with(tmp_path, environ, servers, loop={"max_depth": 50, "deadline_s": 2.5}) as proxy,
+        mcp_servers.entries(["crashy"], "stdio") as servers,
+        proxy_with(tmp_path, environ, servers, loop={"max_depth": 50, "deadline_s": 2.5, "max_tool_calls": 1000}) as proxy,
     ):
         key, _ = proxy.new_key()
-        upstream.call_tools_forever = {"name": "calculator__add", "arguments": {"a": 1, "b": 2}}
+        # Each tool call takes 0.5 s: the deadline, not the depth or tool-call cap, is what ends it.
+        upstream.call_tools_forever = {"name": "crashy__hang", "arguments": {"seconds": 0.5}}
         started = time.monotonic()
         resp = proxy.chat(key, route={"mcp": True})
         took = time.monotonic() - started
