@@ -23,6 +23,7 @@ from proxy.admin import reload as admin_reload
 from proxy.admin.auth import require_admin
 from proxy.api import embeddings, messages, models, responses
 from proxy.api import feedback as feedback_api
+from proxy.api import mcp as mcp_api
 from proxy.api.route import route_decision
 from proxy.errors import NotFound, ProxyError
 from proxy.observe.decisions import decisions_route
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     settings = settings or Settings()
     environ = environ if environ is not None else load_environ(settings.env_file)
     state = build_state(settings, environ, policy)
+    gateway = mcp_api.build_gateway(state) if state.policy.mcp.gateway.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -50,7 +52,8 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
         if settings.metrics_port and not multiprocess_dir():  # several workers: cli.py serves it
             metrics_server, _ = start_metrics_server(settings.metrics_port, settings.host, state.metrics.registry)
         try:
-            yield
+            async with gateway.manager.run() if gateway is not None else contextlib.nullcontext():
+                yield
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             decisions_route(require_admin),
             *feedback_api.routes,
             *admin_reload.routes,
+            *([Route("/mcp", gateway, methods=["GET", "POST", "DELETE"])] if gateway is not None else []),
         ],
         middleware=[Middleware(CancelOnDisconnect)],  # a client that leaves cancels its handler
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error, Exception: unexpected_error},
@@ -133,9 +137,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    checks = await _state(request).ready()
+    state = _state(request)
+    checks = await state.ready()
     ok = all(checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+    body = {"status": "ready" if ok else "not ready", "checks": checks, **state.ready_detail()}
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 async def proxy_error(request: Request, exc: Exception) -> Response:

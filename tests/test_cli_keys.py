@@ -133,3 +133,12 @@ def test_expiry_parsing() -> None:
 def test_fields_only_include_given_options() -> None:
     args: Any = SimpleNamespace(name=None, rpm=5, tpm=None, self_hosted_only=False, enable=True, clear=["tpm"])
     assert fields_from_args(args) == {"rpm": 5, "self_hosted_only": False, "disabled": False, "tpm": None}
+
+
+def test_tool_permissions_from_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_keys_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["keys", "create", "--name", "bot", "--allow-tool", "calculator__*", "--allow-tool", "docs__search", "--context-assembler"]
+    )
+    assert fields_from_args(args) == {"name": "bot", "allowed_tools": ["calculator__*", "docs__search"], "context_assembler": True}

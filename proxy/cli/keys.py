@@ -64,6 +64,10 @@ def _field_options(p: argparse.ArgumentParser, *, creating: bool) -> None:
     ):
         p.add_argument(flag, type=kind, help=help_)
     p.add_argument("--allow-model", action="append", dest="allowed_models", help="model id glob (repeatable)")
+    p.add_argument(
+        "--allow-tool", action="append", dest="allowed_tools", help="MCP tool glob, <server>__<tool> (repeatable; deny by default)"
+    )
+    p.add_argument("--context-assembler", action=argparse.BooleanOptionalAction, default=None, help="per-category system prompt and tools")
     p.add_argument("--route-preference", choices=["cheapest", "balanced", "best_quality"])
     p.add_argument("--route-quality-target", type=float, help="the quality dial for this key (0.5-0.999)")
     p.add_argument("--self-hosted-only", action=argparse.BooleanOptionalAction, default=None)
@@ -86,6 +90,7 @@ def fields_from_args(args: argparse.Namespace, now: datetime | None = None) -> d
         ("task_max_cost", "task_max_cost_usd"), ("task_max_tokens", "task_max_tokens"),
         ("allowed_models", "allowed_models"), ("route_preference", "route_preference"),
         ("self_hosted_only", "self_hosted_only"), ("route_quality_target", "route_quality_target"),
+        ("allowed_tools", "allowed_tools"), ("context_assembler", "context_assembler"),
     ):  # fmt: skip
         value = getattr(args, attr, None)
         if value is not None:

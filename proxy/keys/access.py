@@ -1,4 +1,4 @@
-"""May this key use this model? ONE rule set, applied on every path a request can take.
+"""May this key use this model (and this MCP tool)? ONE rule set, applied on every path a request can take.
 
 The rules, all of which must hold:
   - `self_hosted_only`: the model is self-hosted (open weights on infrastructure you control);
@@ -70,3 +70,17 @@ def check(key: Grant | None, model: ModelSpec) -> None:
         param="model",
         code="model_not_allowed",
     )
+
+
+class ToolGrant(Protocol):
+    @property
+    def allowed_tools(self) -> tuple[str, ...] | None: ...
+
+
+def allows_tool(key: ToolGrant | None, qualified_name: str) -> bool:
+    """May this key see and call the MCP tool `<server>__<tool>` (or the proxy's own `route`,
+    `list_models`)? `allowed_tools` unset = every tool; a list = deny by default (glob patterns,
+    case-sensitive like tool names); the same rule for the tool loop and the /mcp gateway."""
+    if key is None or key.allowed_tools is None:
+        return True
+    return any(fnmatch.fnmatchcase(qualified_name, p) for p in key.allowed_tools)

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.exceptions import WatchError
 
 from proxy.errors import AuthenticationFailed, NotFound, PermissionDenied, StoreUnavailable
+from proxy.keys import access
 from proxy.store import SingleFlight, StoreBusy, gate_of, is_store_failure, patient_timeout
 from proxy.vocab import Preference
 
@@ -71,6 +72,8 @@ class KeyFields(BaseModel):
     budget_usd_month: float | None = Field(None, ge=0, description="UTC calendar month")
     budget_usd_total: float | None = Field(None, ge=0)
     allowed_models: tuple[str, ...] = Field((), description="glob patterns of model ids; empty = all")
+    allowed_tools: tuple[str, ...] | None = Field(None, description="glob patterns of MCP tools (<server>__<tool>); unset = all, [] = none")
+    context_assembler: bool = Field(False, description="add the category's system prompt and tool subset (policies/prompts.yaml)")
     route_preference: Preference | None = None
     route_quality_target: float | None = Field(None, ge=0.5, le=0.999, description="the quality dial for this key's auto requests")
     self_hosted_only: bool = False
@@ -91,9 +94,11 @@ class KeyFields(BaseModel):
                 raise ValueError("too far in the future (leave it out for a key that never expires)") from None
         return value
 
-    @field_validator("allowed_models")
+    @field_validator("allowed_models", "allowed_tools")
     @classmethod
-    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
         if any(not p.strip() for p in value):
             raise ValueError("model patterns must not be empty")
         return tuple(p.strip() for p in value)
@@ -117,6 +122,10 @@ class KeyRecord(KeyFields):
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
+
+    def allows_tool(self, qualified_name: str) -> bool:
+        """May this key see and call the MCP tool `<server>__<tool>`? (proxy/keys/access.py)"""
+        return access.allows_tool(self, qualified_name)
 
     def public(self) -> dict[str, Any]:
         """The record as the admin API shows it (never the hash)."""

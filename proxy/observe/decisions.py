@@ -93,6 +93,8 @@ class DecisionRecord:
     agent: str | None = None
     prompt: str | None = None
     features: Mapping[str, Any] | None = None  # what the router read (no text): for autoroute replay
+    tools: Mapping[str, Any] | None = None  # the MCP tool loop: model calls, tool calls, why it stopped
+    context: str | None = None  # the category whose system prompt the context assembler added
     ts: float = field(default_factory=time.time)
 
 
@@ -166,6 +168,10 @@ class Decisions:
             "agent": _clip(rec.agent, 200),
             "features": rec.features,
         }
+        if rec.tools is not None:
+            out["tools"] = rec.tools
+        if rec.context is not None:
+            out["context"] = rec.context
         if self.log_prompts and rec.prompt is not None:
             out["prompt"] = self._scrub(_clip(rec.prompt, PROMPT_CHARS))
         return out

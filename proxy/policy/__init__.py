@@ -7,6 +7,8 @@
 | dispatch.yaml        | dispatch       | dispatch.DispatchPolicy |
 | limits.yaml          | limits         | limits.LimitsPolicy     |
 | observability.yaml   | observability  | observability.ObservabilityPolicy |
+| mcp.yaml             | mcp            | mcp.McpPolicy           |
+| prompts.yaml         | prompts        | prompts.PromptsPolicy   |
 
 models.yaml is required; the others fall back to their defaults. An unknown file is an
 error (a typo must not silently drop a policy). Beside them: the trained router's artifact
@@ -33,7 +35,9 @@ from proxy.policy.artifact import DEFAULT_ARTIFACT, RouterArtifact, load_artifac
 from proxy.policy.dispatch import DispatchPolicy
 from proxy.policy.limits import LimitsPolicy
 from proxy.policy.loader import read_yaml, validate
+from proxy.policy.mcp import McpPolicy
 from proxy.policy.observability import ObservabilityPolicy
+from proxy.policy.prompts import PromptsPolicy
 from proxy.policy.registry import Deployment, ModelSpec, RegistryFile
 from proxy.policy.routing import RoutingPolicy
 
@@ -45,6 +49,8 @@ FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "dispatch.yaml": ("dispatch", DispatchPolicy),
     "limits.yaml": ("limits", LimitsPolicy),
     "observability.yaml": ("observability", ObservabilityPolicy),
+    "mcp.yaml": ("mcp", McpPolicy),
+    "prompts.yaml": ("prompts", PromptsPolicy),
 }
 
 
@@ -55,6 +61,8 @@ class Policy:
     dispatch: DispatchPolicy = DispatchPolicy()
     limits: LimitsPolicy = LimitsPolicy()
     observability: ObservabilityPolicy = ObservabilityPolicy()
+    mcp: McpPolicy = McpPolicy()
+    prompts: PromptsPolicy = PromptsPolicy()
     hash: str = ""
     source: Path | None = None
     router_artifact: RouterArtifact | None = field(default=None, repr=False)

@@ -131,4 +131,6 @@ def log_record(ex: Exchange, key_name: str | None, estimated_cost: float | None)
         agent=ex.agent,
         prompt=ex.prompt,
         features=d.get("features"),
+        tools=ex.tools.record() if ex.tools is not None else None,
+        context=ex.context_category,
     )

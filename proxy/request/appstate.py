@@ -22,6 +22,8 @@ from proxy.dispatch.health import DeploymentHealth
 from proxy.keys.store import KeyStore
 from proxy.limits import store
 from proxy.limits.limiter import Limiter
+from proxy.mcp.metrics import McpMetrics
+from proxy.mcp.servers import McpServers
 from proxy.observe.decisions import Decisions
 from proxy.observe.feedback import FeedbackStore
 from proxy.observe.metrics import Metrics
@@ -56,6 +58,8 @@ class AppState:
     decisions: Decisions
     llm_classifier: LLMClassifier | None
     drain: Drain
+    mcp: McpServers
+    mcp_metrics: McpMetrics
     tokens: TokenCounter = field(default_factory=TokenCounter)
     feedback: FeedbackStore = field(default_factory=FeedbackStore)
     _ready_task: asyncio.Future[None] | None = None
@@ -75,6 +79,7 @@ class AppState:
             self.litellm.start()
         tokens.warm_up()
         router_for(self.policy)
+        self.mcp.start()  # connects in the background: a slow or dead tool server never delays start-up
         log.info(store.describe(self.redis))
         notice = await self.keys.startup_notice()
         (log.warning if await self.keys.open_mode() else log.info)(notice)
@@ -110,6 +115,7 @@ class AppState:
         await self.drain.wait_recorded(timeout=5.0)  # every started request is accounted first
         await self.health.wait_idle(timeout=2.0)
         await self.decisions.aclose()
+        await self.mcp.stop()
         await self.upstreams.aclose()
         await self.redis.aclose()
 
@@ -134,6 +140,10 @@ class AppState:
         self.metrics.set_build_info(__version__, fresh.hash)
         log.info("policy reloaded: %s -> %s", old.hash, fresh.hash)
         return old.hash, fresh.hash
+
+    def ready_detail(self) -> dict[str, Any]:
+        """Shown by /readyz without deciding readiness: a down tool server only hides its tools."""
+        return {"mcp_servers": {n: "up" if c.up else f"down: {c.last_error or 'connecting'}" for n, c in self.mcp.connections.items()}}
 
     async def record(self, ex: Exchange) -> None:
         """Account a finished request, once (settle, metrics, decision record)."""
@@ -166,6 +176,8 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
     decisions = Decisions.from_policy(redis, policy, environ, metrics)
     feedback_file = environ.get("AUTOROUTE_FEEDBACK_FILE")
     feedback = FeedbackStore(path=Path(feedback_file) if feedback_file else None)
+    mcp_metrics = McpMetrics(metrics.registry)
+    mcp = McpServers(policy.mcp, environ, on_status=mcp_metrics.server_changed)
     state = AppState(
         settings,
         policy,
@@ -180,6 +192,8 @@ def build_state(settings: Settings, environ: Mapping[str, str], policy: Policy |
         decisions,
         None,
         Drain(settings.shutdown_grace_s),
+        mcp,
+        mcp_metrics,
         feedback=feedback,
     )
     if policy.routing.llm_classifier.enabled:

@@ -25,6 +25,7 @@ from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
     from proxy.keys.store import KeyRecord
+    from proxy.mcp.loop import LoopTrace
     from proxy.request.admission import Admission
     from proxy.request.canonical import CanonicalRequest
     from proxy.routing.planning import Plan
@@ -60,6 +61,8 @@ class Exchange:
     finished: float | None = None
     prompt: str | None = None  # the last user turn, only when the policy logs prompts
     notes: list[str] = field(default_factory=list)  # what an inbound adapter changed (x-autoroute-note)
+    tools: LoopTrace | None = None  # the MCP tool loop's model and tool calls (proxy/request/toolloop.py)
+    context_category: str | None = None  # whose system prompt the context assembler added
 
     @property
     def routed(self) -> bool:

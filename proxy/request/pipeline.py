@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +25,8 @@ from proxy.api.chat import parse_chat_request, to_canonical
 from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError, RequestTimeout
 from proxy.keys.store import bearer_token
 from proxy.limits.format import KeyBudgetExceeded
-from proxy.request import accounting
+from proxy.mcp.options import take_loop_options
+from proxy.request import accounting, toolloop
 from proxy.request.admission import Admission
 from proxy.request.canonical import CanonicalRequest
 from proxy.request.exchange import Exchange
@@ -47,8 +49,21 @@ async def handle_chat(state: AppState, request: Request, inbound: Inbound | None
     handed_off = False
     try:
         req = await _begin(state, ex, request, inbound)
+        ask = take_loop_options(req.route, state.policy.mcp)  # route.mcp / route.context (proxy/mcp/options.py)
+        if ask.route is not req.route:
+            ex.request = req = replace(req, route=ask.route)
+        if ask.tools is not None and inbound is not None:
+            raise InvalidRequest(
+                f"route.mcp (the MCP tool loop) is available on /v1/chat/completions only, not on {ex.endpoint}.", param="route.mcp"
+            )
         ex.plan = plan = await _plan(state, ex, request.headers)
-        body = (plan.request or req).render()  # what every upstream gets (per-model fixes in dispatch)
+        req, subset = toolloop.assemble_context(state, ex, plan.request or req, ask)
+        plan = ex.plan
+        if ask.tools is not None:
+            content, media_type, headers = await toolloop.run_chat_tool_loop(state, ex, req, ask.tools, subset)
+            handed_off = True
+            return AccountedResponse(state, ex, content, media_type=media_type, headers=headers)
+        body = req.render()  # what every upstream gets (per-model fixes in dispatch)
         for second_chance in (False, True):
             ex.admission = Admission(state.limiter, ex.key, plan, ex.task_id, ex.agent)  # type: ignore[arg-type]
             est = plan.input_tokens + plan.output_tokens_for(plan.models[0])
@@ -128,7 +143,10 @@ async def handle_route(state: AppState, request: Request, inbound: Inbound | Non
     the decision, no model called."""
     ex = Exchange(endpoint=Endpoint.ROUTE)
     try:
-        await _begin(state, ex, request, inbound)
+        req = await _begin(state, ex, request, inbound)
+        ask = take_loop_options(req.route, state.policy.mcp)  # checked like chat's; no tool is called
+        if ask.route is not req.route:
+            ex.request = replace(req, route=ask.route)
         ex.plan = await _plan(state, ex, request.headers)
         ex.completed(200)
         decision = dict(ex.plan.decision)

@@ -112,6 +112,12 @@ class FakeUpstream:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     record: bool = True
+    # Scripted tool calls: when a request offers tools, the next entry {"name", "arguments"} is
+    # called if that tool is offered (then the default: a call when the last turn is the user's,
+    # else text); with "force": true it is called even if not offered. `call_tools_forever`
+    # names a tool to call on every request that offers it.
+    tool_calls: deque[dict[str, Any]] = field(default_factory=deque)
+    call_tools_forever: dict[str, Any] | None = None
 
     # ── control ─────────────────────────────────────────────────────────────
     def script(self, model: str, *faults: Fault) -> None:
@@ -123,9 +129,21 @@ class FakeUpstream:
             self._faults.clear()
             self.received.clear()
             self.replies.clear()
+            self.tool_calls.clear()
+            self.call_tools_forever = None
 
     def requests_for(self, model: str) -> list[Received]:
         return [r for r in self.received if r.model == model]
+
+    def _scripted_call(self, body: dict) -> dict[str, Any] | None:
+        names = {(t.get("function") or {}).get("name") or t.get("name") for t in body.get("tools") or () if isinstance(t, dict)}
+        forever = self.call_tools_forever
+        if forever is not None and forever["name"] in names:
+            return forever
+        with self._lock:
+            if self.tool_calls and (self.tool_calls[0]["name"] in names or self.tool_calls[0].get("force")):
+                return self.tool_calls.popleft()
+        return None
 
     def _next_fault(self, model: str) -> Fault | None:
         with self._lock:
@@ -220,7 +238,7 @@ class FakeUpstream:
                 await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": False})
                 return
             return await _send(send, 200, b'{"id": "x", "choices": [tru')
-        answer = _Answer.for_request(fmt, body, self.replies.get(model, self.reply), next(self._ids))
+        answer = _Answer.for_request(fmt, body, self.replies.get(model, self.reply), next(self._ids), self._scripted_call(body))
         rec.usage = (answer.prompt_tokens, answer.completion_tokens)
         if not stream:
             rec.completed = True
@@ -311,7 +329,7 @@ class _Answer:
     n: int
 
     @classmethod
-    def for_request(cls, fmt: str, body: dict, reply: str, n: int) -> _Answer:
+    def for_request(cls, fmt: str, body: dict, reply: str, n: int, scripted: dict[str, Any] | None = None) -> _Answer:
         tools = body.get("tools") or []
         tool = None
         if fmt == "gemini":
@@ -329,7 +347,9 @@ class _Answer:
                     if isinstance(messages[-1].get("content"), list)
                 )
             names = [t.get("function", {}).get("name") if fmt == "openai" else t.get("name") for t in tools]
-        if names and last_is_user:
+        if scripted is not None:
+            tool = {"name": scripted["name"], "arguments": scripted.get("arguments") or {}}
+        elif names and last_is_user:
             tool = {"name": names[0], "arguments": {"city": "Paris"}}
         prompt_tokens = max(1, len(orjson.dumps(body)) // 4)
         words = reply.split()

@@ -1,0 +1,152 @@
+"""What a chat request asks of the tool loop: `"route": {"mcp": ..., "context": true}`.
+
+    "mcp": true                                   every server the key may see
+    "mcp": ["calculator", "docs"]                 these servers
+    "mcp": {"servers": ["calculator", {"label": "wiki", "url": "https://wiki.internal/mcp"}],
+            "allowed_tools": ["calculator__*"], "max_depth": 3}
+
+Servers are named from policies/mcp.yaml; a server given by URL is refused (403) unless the
+policy's `request_url_hosts` allows its host, and a request can never start a process.
+`allowed_tools` and `max_depth` can only narrow what the key and the policy allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.errors import InvalidRequest, PermissionDenied
+from proxy.policy.mcp import SERVER_NAME, McpPolicy
+
+_FIELDS = ("servers", "allowed_tools", "max_depth")
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    servers: tuple[str, ...] | None = None  # None = every server the key may see
+    urls: tuple[tuple[str, str], ...] = ()  # (label, url) allowed by the policy
+    allowed_tools: tuple[str, ...] | None = None
+    max_depth: int | None = None
+
+
+@dataclass(frozen=True)
+class LoopAsk:
+    tools: ToolRequest | None  # None: no tool loop
+    context: bool | None  # None: the key's / policy's default
+    route: Mapping[str, Any] | None  # the route object without mcp/context (what routing reads)
+
+
+def take_loop_options(route: Mapping[str, Any] | None, policy: McpPolicy) -> LoopAsk:
+    """Read `route.mcp` and `route.context` (ours) and check them; `route` comes back without them."""
+    if not isinstance(route, Mapping) or ("mcp" not in route and "context" not in route):
+        return LoopAsk(None, None, route)
+    context = route.get("context")
+    if context is not None and not isinstance(context, bool):
+        raise InvalidRequest("route.context must be true or false", param="route.context")
+    rest = MappingProxyType({k: v for k, v in route.items() if k not in ("mcp", "context")})
+    return LoopAsk(_tools(route.get("mcp"), policy), context, rest)
+
+
+def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return ToolRequest()
+    if isinstance(spec, list):
+        spec = {"servers": spec}
+    if not isinstance(spec, Mapping):
+        raise InvalidRequest(
+            "route.mcp must be true, a list of server names, or an object with servers, allowed_tools, max_depth", param="route.mcp"
+        )
+    for name in spec:
+        if name not in _FIELDS:
+            raise InvalidRequest(f"route.mcp.{name} is not a tool-loop option; use {', '.join(_FIELDS)}", param=f"route.mcp.{name}")
+    names: list[str] = []
+    urls: list[tuple[str, str]] = []
+    servers = spec.get("servers")
+    if servers is not None and not isinstance(servers, list):
+        raise InvalidRequest("route.mcp.servers must be a list", param="route.mcp.servers")
+    for i, item in enumerate(servers or ()):
+        where = f"route.mcp.servers.{i}"
+        if isinstance(item, str):
+            if item not in policy.enabled_servers:
+                known = ", ".join(sorted(policy.enabled_servers)) or "none are configured"
+                raise InvalidRequest(f"{where}: no MCP server named {item!r} (servers: {known})", param=where, code="unknown_mcp_server")
+            names.append(item)
+        elif isinstance(item, Mapping) and isinstance(item.get("url"), str):
+            urls.append(_url_server(item, where, policy))
+        else:
+            raise InvalidRequest(f"{where} must be a server name or an object with label and url", param=where)
+    allowed = spec.get("allowed_tools")
+    if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(p, str) and p for p in allowed)):
+        raise InvalidRequest("route.mcp.allowed_tools must be a list of tool-name patterns", param="route.mcp.allowed_tools")
+    depth = spec.get("max_depth")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise InvalidRequest("route.mcp.max_depth must be a positive integer", param="route.mcp.max_depth")
+    return ToolRequest(
+        servers=tuple(names) if servers is not None else None,
+        urls=tuple(urls),
+        allowed_tools=tuple(allowed) if allowed is not None else None,
+        max_depth=depth,
+    )
+
+
+def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple[str, str]:
+    url = str(item["url"])
+    parts = urlsplit(url)
+    label = item.get("label") or item.get("server_label")
+    if not isinstance(label, str) or not SERVER_NAME.match(label) or "__" in label or label in policy.servers:
+        raise InvalidRequest(f"{where}.label must be a new lowercase name (letters, digits, - and _)", param=f"{where}.label")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest(f"{where}.url must be an http(s) URL", param=f"{where}.url")
+    if parts.hostname.lower() not in {h.lower() for h in policy.request_url_hosts}:
+        raise PermissionDenied(
+            f"{where}.url: MCP servers on {parts.hostname!r} are not allowed by this proxy's policy (mcp.yaml request_url_hosts). "
+            "Name a configured server instead.",
+            param=f"{where}.url",
+            code="mcp_url_not_allowed",
+        )
+    return label, url
+
+
+def from_responses_tools(tools: list[Any]) -> tuple[list[Any], dict[str, Any] | None]:
+    """Responses API tools of type `mcp` (OpenAI's shape: server_label, server_url,
+    allowed_tools, require_approval) -> the other tools, and the `route.mcp` spec they ask for
+    (checked by take_loop_options like any other). Only `require_approval: "never"` runs
+    server-side; asking for approvals is a 400 (the proxy cannot pause a loop for a client)."""
+    others: list[Any] = []
+    servers: list[Any] = []
+    patterns: list[str] = []
+    for i, tool in enumerate(tools):
+        if not (isinstance(tool, Mapping) and tool.get("type") == "mcp"):
+            others.append(tool)
+            continue
+        where = f"tools.{i}"
+        label = tool.get("server_label")
+        if not isinstance(label, str) or not label:
+            raise InvalidRequest(f"{where}.server_label is required for an mcp tool", param=f"{where}.server_label")
+        approval = tool.get("require_approval", "never")
+        if (
+            approval != "never"
+            and approval != {"never": {"tool_names": []}}
+            and not (isinstance(approval, Mapping) and set(approval) == {"never"})
+        ):
+            raise InvalidRequest(
+                f'{where}.require_approval: autoroute runs MCP tools server-side only with "never"', param=f"{where}.require_approval"
+            )
+        servers.append({"label": label, "url": tool["server_url"]} if tool.get("server_url") else label)
+        allowed = tool.get("allowed_tools")
+        if isinstance(allowed, Mapping):
+            allowed = allowed.get("tool_names")
+        if allowed is None:
+            patterns.append(f"{label}__*")
+        elif isinstance(allowed, list) and all(isinstance(n, str) for n in allowed):
+            patterns.extend(f"{label}__{n}" for n in allowed)
+        else:
+            raise InvalidRequest(f"{where}.allowed_tools must be a list of tool names", param=f"{where}.allowed_tools")
+    if not servers:
+        return others, None
+    return others, {"servers": servers, "allowed_tools": patterns}
