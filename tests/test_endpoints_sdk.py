@@ -117,9 +117,13 @@ def test_agents_sdk_runs_a_tool_agent_with_auto(
     from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
     from openai.types.responses.response_usage import InputTokensDetails
 
-    # openai-agents 0.13.6 (the newest that takes openai 2.x) builds InputTokensDetails without the
-    # cache_write_tokens field openai 2.54 requires, before any request: give it its default.
-    monkeypatch.setattr(agents.usage, "InputTokensDetails", lambda **kw: InputTokensDetails(**{"cache_write_tokens": 0, **kw}))
+    # openai-agents 0.20 (the version that takes both openai 2.x and mcp 2) builds
+    # InputTokensDetails without the cache_write_tokens field openai 2.54 requires, before any
+    # request: give the field its default in the class it uses.
+    class _InputTokensDetails(InputTokensDetails):
+        cache_write_tokens: int = 0
+
+    monkeypatch.setattr(agents.usage, "InputTokensDetails", _InputTokensDetails)
 
     set_tracing_disabled(True)
     calls: list[str] = []
