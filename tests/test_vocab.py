@@ -8,7 +8,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from proxy import errors
-from proxy.dispatch.dispatcher import metric_kind
+from proxy.dispatch.walk import metric_kind
 from proxy.observe import metrics as m
 from proxy.providers.base import UpstreamError
 from proxy.routing.options import parse_route_options

@@ -29,11 +29,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import orjson
 
 from proxy.dispatch.attempts import Attempt, DispatchObserver, NullObserver, Outcome
 from proxy.dispatch.deployments import Balancer, DeploymentTable
@@ -44,13 +42,13 @@ from proxy.dispatch.health import PASS, DeploymentHealth, Ticket
 from proxy.dispatch.retry import retry_after_too_long, retry_wait_s
 from proxy.dispatch.stream import OpenStream, substantive
 from proxy.dispatch.upstream_body import upstream_body
+from proxy.dispatch.walk import Lease, Walk, aborted_kind, capacity_attempt, close_stream, metric_kind, rough_tokens
 from proxy.errors import UpstreamFailed
 from proxy.policy import Policy
 from proxy.policy.registry import Deployment, ModelSpec
 from proxy.providers import Providers
 from proxy.providers.base import ChunkStream, Completion, UpstreamCall, UpstreamError
 from proxy.providers.http import Upstreams
-from proxy.vocab import ErrorKind
 
 __all__ = ["Attempt", "Dispatcher", "OpenStream", "Outcome", "attempts_header", "exhausted", "rejected"]
 
@@ -153,8 +151,8 @@ class Dispatcher:
         if deadline is None:
             total = self.policy.routing.max_latency_s or self.policy.dispatch.request_deadline_s
             deadline = self._clock() + total if total else None
-        est = est_tokens if est_tokens is not None else (_rough_tokens(body) if self._estimate_tokens else 0)
-        w = _Walk(models, body, outcome, deadline, est, stream, gate or self.gate, routed)
+        est = est_tokens if est_tokens is not None else (rough_tokens(body) if self._estimate_tokens else 0)
+        w = Walk(models, body, outcome, deadline, est, stream, gate or self.gate, routed)
         previous: ModelSpec | None = None
         for model in self._plan(models):
             deps = self.balancer.order(model.id, self.health.in_flight)
@@ -171,7 +169,7 @@ class Dispatcher:
                     return result
         raise exhausted(outcome, models, self.health)
 
-    async def _on_deployment(self, w: _Walk, model: ModelSpec, dep: Deployment) -> Completion | OpenStream | None:
+    async def _on_deployment(self, w: Walk, model: ModelSpec, dep: Deployment) -> Completion | OpenStream | None:
         """Up to 1 + retries attempts on one deployment; None: move on to the next one."""
         dp, outcome = self.policy.dispatch, w.outcome
         error: UpstreamError | None = None
@@ -202,9 +200,9 @@ class Dispatcher:
                 raise
             if inner is None:
                 self.health.neutral(dep.id, model.id, ticket)
-                outcome.attempts.append(_capacity_attempt(model, dep))
+                outcome.attempts.append(capacity_attempt(model, dep))
                 return None
-            lease = _Lease(w.gate, inner)
+            lease = Lease(w.gate, inner)
             w.sent += 1
             if retry:
                 outcome.retries += 1
@@ -279,7 +277,9 @@ class Dispatcher:
             except UpstreamError as exc:
                 error = exc
         except BaseException as exc:  # cancelled (the client went away, the server stops) or a bug
-            await self._settle(attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, aborted=_aborted(exc))
+            await self._settle(
+                attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, aborted=aborted_kind(exc)
+            )
             raise
         usage = result.usage if result is not None else None
         await self._settle(attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, error=error, usage=usage)
@@ -327,12 +327,14 @@ class Dispatcher:
                 error = exc
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await _close(upstream, chunks)
-            await self._settle(attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, aborted=_aborted(exc))
+                await close_stream(upstream, chunks)
+            await self._settle(
+                attempt, outcome, model, dep, ticket, lease, time.perf_counter() - attempt.started, aborted=aborted_kind(exc)
+            )
             raise
         waited = time.perf_counter() - attempt.started
         if error is not None:
-            await _close(upstream, chunks)
+            await close_stream(upstream, chunks)
             await self._settle(attempt, outcome, model, dep, ticket, lease, waited, error=error)
             raise error
         assert upstream is not None
@@ -373,7 +375,7 @@ class Dispatcher:
             deployment=dep.id, provider=dep.provider, model=model.id, seconds=seconds, error=kind, ttft_s=attempt.ttft_s
         )
         tokens = usage.total_tokens if usage is not None and not usage.counted else None
-        assert isinstance(lease, _Lease)
+        assert isinstance(lease, Lease)
         with anyio.CancelScope(shield=True):
             await lease.gate.release(lease.inner, tokens)
 
@@ -397,59 +399,3 @@ class Dispatcher:
 
     def _breaker_changed(self, deployment: str, state: str) -> None:
         self.observer.set_cooldown(deployment, state)
-
-
-def metric_kind(error: UpstreamError) -> str:
-    """The `kind` label of a failed attempt: its `ErrorKind`, with a refused key told apart."""
-    if error.kind == ErrorKind.REJECTED and error.status in (401, 403):
-        return ErrorKind.AUTH
-    return error.kind
-
-
-@dataclass(slots=True)
-class _Walk:
-    """One request's way through the plan."""
-
-    models: list[ModelSpec]
-    body: dict[str, Any]
-    outcome: Outcome
-    deadline: float | None
-    est: int
-    stream: bool
-    gate: DeploymentGate
-    routed: bool = False  # the caller did not name the model: provider-side 4xx moves on
-    sent: int = 0  # upstream attempts so far (capacity skips are not sent)
-
-
-@dataclass(slots=True)
-class _Lease:
-    """A gate's lease and the gate that must take it back."""
-
-    gate: DeploymentGate
-    inner: object
-
-
-def _aborted(exc: BaseException) -> str:
-    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "internal"
-
-
-def _capacity_attempt(model: ModelSpec, dep: Deployment) -> Attempt:
-    limits = ", ".join(f"{k} {v}" for k, v in (("max_concurrent", dep.max_concurrent), ("rpm", dep.rpm), ("tpm", dep.tpm)) if v)
-    err = UpstreamError(dep.provider, dep.id, "capacity", f"{dep.id} is at capacity ({limits})", model=model.id)
-    return Attempt(model.id, dep.id, dep.provider, time.perf_counter(), error=err)
-
-
-async def _close(upstream: ChunkStream | None, chunks: Any) -> None:
-    if chunks is not None and hasattr(chunks, "aclose"):
-        try:
-            await chunks.aclose()
-        except Exception:
-            pass
-    if upstream is not None:
-        await upstream.aclose()
-
-
-def _rough_tokens(body: dict[str, Any]) -> int:
-    """Prompt size estimate for tpm gates (~4 bytes a token) plus the requested output."""
-    out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    return len(orjson.dumps(body.get("messages", []))) // 4 + (out if isinstance(out, int) else 0)
