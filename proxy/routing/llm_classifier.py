@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from proxy.policy.routing import CATEGORIES, LLMClassifierSettings
-from proxy.routing.classify import Classification, level_for, output_tokens_for, read_conversation
+from proxy.routing.classify import Classification, level_for, output_tokens_for
+from proxy.routing.textscan import read_conversation
 
 Complete = Callable[[str, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 
