@@ -146,9 +146,13 @@ class AppState:
         return {"mcp_servers": {n: "up" if c.up else f"down: {c.last_error or 'connecting'}" for n, c in self.mcp.connections.items()}}
 
     async def record(self, ex: Exchange) -> None:
-        """Account a finished request, once (settle, metrics, decision record)."""
+        """Account a finished request, once (settle, metrics, decision record). Never raises: the
+        response is already out, and an accounting failure must not cut the client's connection
+        (a reservation that could not be settled expires after reservation_ttl_s)."""
         try:
             await accounting.record(self, ex)
+        except Exception:
+            log.exception("accounting failed for %s; its reservation expires on its own", ex.decision_id)
         finally:
             if ex.drained:
                 self.drain.recorded()

@@ -47,7 +47,16 @@ def is_store_failure(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ResponseError):
         return str(exc).startswith(_UNAVAILABLE_REPLIES)
+    if isinstance(exc, AttributeError) and _raised_inside_redis_client(exc):
+        return True  # redis-py's cluster client mid-failover: a connection whose writer is already gone
     return isinstance(exc, (RedisError, OSError, TimeoutError))
+
+
+def _raised_inside_redis_client(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "/redis/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
 class StoreBusy(StoreUnavailable):

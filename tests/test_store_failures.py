@@ -1,0 +1,28 @@
+"""What counts as a store failure (and so follows on_store_error) and what is a bug."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.store import is_store_failure
+
+
+def _raise_in(filename: str) -> AttributeError:
+    """An AttributeError whose innermost frame is in `filename`."""
+    code = compile("writer = None\nwriter.writelines([])\n", filename, "exec")
+    try:
+        exec(code, {})
+    except AttributeError as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_redis_client_losing_its_writer_mid_failover_is_a_store_failure() -> None:
+    # redis-py's cluster client, a connection torn down by a failover: 'NoneType' object has no
+    # attribute 'writelines' from inside redis/asyncio/connection.py (seen in tests/test_cluster.py).
+    assert is_store_failure(_raise_in("/venv/site-packages/redis/asyncio/connection.py"))
+
+
+@pytest.mark.parametrize("where", ["/work/main/proxy/limits/limiter.py", "/venv/site-packages/httpx/_client.py"])
+def test_an_attribute_error_anywhere_else_is_a_bug_not_an_outage(where: str) -> None:
+    assert not is_store_failure(_raise_in(where))
