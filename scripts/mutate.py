@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LIST = REPO / "tests" / "mutations.toml"
-COPIED = ("proxy", "tests", "policies", "pyproject.toml")
+COPIED = ("proxy", "tests", "policies", "examples", "pyproject.toml")  # examples: the MCP servers tests run
 
 
 @dataclass

@@ -63,6 +63,8 @@ def build_gateway(state: AppState) -> Gateway:
     def on_call(call: GatewayCall) -> None:
         known = call.server in state.mcp.connections
         server, tool = (call.server, call.tool.partition("__")[2]) if call.server else ("autoroute", call.tool)
+        if call.outcome in ("not_found", "rate_limited"):
+            state.mcp_metrics.gateway_refused(call.outcome)
         if call.outcome != "not_found":
             state.mcp_metrics.tool_call(server, tool, call.outcome, call.seconds, via="gateway", known=known or call.server is None)
         status = _OUTCOME_STATUS.get(call.outcome, 500)

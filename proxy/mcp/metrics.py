@@ -39,5 +39,9 @@ class McpMetrics:
         self.tool_calls.labels(server, tool, outcome, via).inc()
         self.tool_seconds.labels(server).observe(seconds)
 
+    def gateway_refused(self, reason: str) -> None:
+        """A /mcp tool call the gateway refused (not_found: unknown or not allowed; rate_limited)."""
+        self.gateway_rejected.labels(reason).inc()
+
     def server_changed(self, server: str, up: bool) -> None:
         self.server_up.labels(server).set(1 if up else 0)
