@@ -47,16 +47,21 @@ def is_store_failure(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ResponseError):
         return str(exc).startswith(_UNAVAILABLE_REPLIES)
-    if isinstance(exc, AttributeError) and _raised_inside_redis_client(exc):
-        return True  # redis-py's cluster client mid-failover: a connection whose writer is already gone
+    if isinstance(exc, (AttributeError, RuntimeError)) and _raised_in_a_redis_connection(exc):
+        # redis-py's cluster client mid-failover writing to a connection already torn down:
+        # "'NoneType' object has no attribute 'writelines'", or the event loop's "unable to
+        # perform operation on <TCPTransport closed=True>"
+        return True
     return isinstance(exc, (RedisError, OSError, TimeoutError))
 
 
-def _raised_inside_redis_client(exc: BaseException) -> bool:
+def _raised_in_a_redis_connection(exc: BaseException) -> bool:
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("/redis/asyncio/connection.py"):
+            return True
         tb = tb.tb_next
-    return tb is not None and "/redis/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+    return False
 
 
 class StoreBusy(StoreUnavailable):
