@@ -1,8 +1,7 @@
 """RoutePlan -> a completion or an open stream: walk the plan's models and their deployments.
 
-For each model of the plan (the planning step appends `dispatch.last_resort` when the key may
-use it: proxy/routing/planning.py), its usable deployments in the
-order of the model's strategy (proxy/dispatch/deployments.py); for each deployment up to
+For each model of the plan (planning appends `dispatch.last_resort` when the key may use it), its
+usable deployments in the order of the model's strategy (proxy/dispatch/deployments.py); for each deployment up to
 1 + `retries` attempts with backoff (proxy/dispatch/retry.py). Before each attempt the deployment's
 breaker (proxy/dispatch/health.py) and capacity gate (proxy/dispatch/gate.py) are asked: an open breaker or
 a full deployment is skipped, not waited for.
