@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -75,14 +76,18 @@ def proxy_process(redis_url: str, upstream_url: str, policy_dir: Path, *args: st
         "AUTOROUTE_MASTER_KEY": MASTER, "AUTOROUTE_POLICY_DIR": str(policy_dir), "AUTOROUTE_LOG_LEVEL": "warning",
     }  # fmt: skip
     cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(port), *args]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("PROXY_LOGS") else subprocess.PIPE
-    )
+    # The log goes to a file, never to a pipe nobody reads: a pipe's 64 KiB fill up with one
+    # warning per refused request and the proxy then blocks writing its log (a hang, not a bug
+    # of the proxy's). PROXY_LOGS=1 shows it on the terminal instead.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("PROXY_LOGS") else log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_s
         while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "exited"
+            if proc.poll() is not None:
+                log.seek(0)
+                raise AssertionError(log.read().decode(errors="replace")[-2000:] or "exited")
             try:
                 if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                     break
@@ -97,6 +102,7 @@ def proxy_process(redis_url: str, upstream_url: str, policy_dir: Path, *args: st
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def create_key(url: str, **fields: object) -> dict[str, object]:
