@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer
@@ -114,3 +115,15 @@ def test_response_store_failure_keeps_the_answer(proxy_server: ThreadedServer, u
         assert r.status_code == 503 and r.json()["error"]["code"] == "limits_store_unavailable"
     finally:
         state.redis = real
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_deeply_nested_json_is_a_400_on_every_api(proxy_server: ThreadedServer, path: str) -> None:
+    """The depth limit is the inbound parse's, not only chat's (it was missing on these two)."""
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    body = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "input": "hi", "metadata": {"d": deep}}
+    resp = httpx.post(proxy_server.url + path, json=body, headers={"authorization": "Bearer sk-any"}, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert "nested deeper" in resp.text

@@ -102,10 +102,10 @@ class ChatRequest(_Open):
     response_format: dict[str, Any] | None = None
 
 
-def parse_chat_request(raw: bytes) -> dict[str, Any]:
-    """Parse and check a chat-completions body; raise InvalidRequest naming the field."""
+def load_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Any inbound API's body: a JSON object, nested at most MAX_JSON_DEPTH deep; else a 400."""
     if not raw:
-        raise InvalidRequest("Request body is empty; send a JSON chat completion request.")
+        raise InvalidRequest(f"Request body is empty; send a JSON {what} request.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -114,6 +114,12 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(body, MAX_JSON_DEPTH):
         raise InvalidRequest(f"Request body is nested deeper than {MAX_JSON_DEPTH} levels.", code="invalid_json")
+    return body
+
+
+def parse_chat_request(raw: bytes) -> dict[str, Any]:
+    """Parse and check a chat-completions body; raise InvalidRequest naming the field."""
+    body = load_json_object(raw, "chat completion")
     try:
         ChatRequest.model_validate(body)
     except ValidationError as exc:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from proxy.api import messages_wire as wire
 from proxy.api.messages_stream import MessagesEvents
-from proxy.errors import InvalidRequest, ProxyError
+from proxy.errors import ProxyError
 from proxy.keys.store import bearer_token
 from proxy.observe.metrics import outcome_of
 from proxy.providers.base import Usage
@@ -36,18 +36,13 @@ if TYPE_CHECKING:
     from proxy.request.appstate import AppState
     from proxy.request.exchange import Exchange
 
+from proxy.api.chat import load_json_object
+
 log = logging.getLogger("autoroute")
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise InvalidRequest("Request body is empty; send a JSON Messages request.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Request body is not valid JSON ({exc}).", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    body = load_json_object(raw, "Messages")
     return body
 
 

@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import responses_wire as wire
-from proxy.api.chat import field_error
+from proxy.api.chat import field_error, load_json_object
 from proxy.api.responses_stream import ResponsesEvents
-from proxy.errors import InvalidRequest, NotFound, ProxyError, StoreUnavailable
+from proxy.errors import NotFound, ProxyError, StoreUnavailable
 from proxy.keys.store import KeyRecord, bearer_token
 from proxy.providers.base import Usage
 from proxy.request import pipeline
@@ -57,14 +57,7 @@ class ResponsesRequest(BaseModel):
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise InvalidRequest("Request body is empty; send a JSON Responses request.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Request body is not valid JSON ({exc}).", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    body = load_json_object(raw, "Responses")
     try:
         ResponsesRequest.model_validate(body)
     except ValidationError as exc:
