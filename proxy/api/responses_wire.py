@@ -96,7 +96,12 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
             output = item.get("output")
             text = output if isinstance(output, str) else orjson.dumps(output).decode()
             out.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-        elif kind in ("reasoning", "item_reference"):
+        elif kind == "mcp_call":  # an earlier MCP tool loop's call: the call and its result, as a turn of the conversation
+            call = {"id": item.get("id"), "type": "function"}
+            call["function"] = {"name": f"{item.get('server_label')}__{item.get('name')}", "arguments": item.get("arguments") or "{}"}
+            out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            out.append({"role": "tool", "tool_call_id": item.get("id"), "content": item.get("output") or item.get("error") or ""})
+        elif kind in ("reasoning", "item_reference", "mcp_list_tools"):
             continue  # nothing a chat model can take
         else:
             raise InvalidRequest(f"Unsupported input item type '{kind}' at 'input.{i}'.", param=f"input.{i}.type")
@@ -146,7 +151,7 @@ def usage_of(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     i, o = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     return {
         "input_tokens": i,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": o,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": i + o,
