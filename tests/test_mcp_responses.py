@@ -69,7 +69,9 @@ def test_a_two_step_loop_returns_openais_items_and_charges_every_call(shared: Pr
     day = shared.admin("GET", f"/admin/keys/{key_id}/usage").json()
     assert day["day"]["requests"] == 2 and day["reserved_cost_usd"] == 0
     assert day["day"]["cost_usd"] == pytest.approx(price.cost_usd(response.usage.input_tokens, response.usage.output_tokens), rel=1e-6)
-    # Stored like any response: retrievable, and continued with previous_response_id.
+    metrics = httpx.get(shared.url + "/metrics").text  # (the first tool call on this proxy)
+    assert 'autoroute_mcp_tool_calls_total{outcome="ok",server="calculator",tool="evaluate",via="loop"} 1.0' in metrics
+    # Stored like any response: retrievable.
     assert sdk(shared, key).responses.retrieve(response.id).output[1].type == "mcp_call"
 
 
@@ -207,3 +209,31 @@ def test_a_client_that_leaves_mid_loop_cancels_it_and_releases_the_reservation(s
     time.sleep(0.2)
     assert len(shared.decisions(decision_id)) == 1
     assert shared.state.health.in_flight("openai") == 0
+
+
+def test_a_later_model_call_refused_by_the_keys_limit_ends_the_stream_with_response_failed(shared: Proxy, upstream: FakeUpstream) -> None:
+    key, key_id = shared.new_key(rpm=1)  # room for the loop's first model call only
+    upstream.tool_calls.append({"name": "calculator__add", "arguments": {"a": 1, "b": 1}})
+    client = sdk(shared, key)
+    raw = client.responses.with_raw_response.create(model=MODEL, input=QUESTION, tools=[CALCULATOR], stream=True)  # type: ignore[list-item]
+    events = [EVENTS.validate_python(e.to_dict()) for e in raw.parse()]
+    kinds = [e.type for e in events]
+    assert "response.mcp_call.completed" in kinds and kinds[-1] == "response.failed"
+    assert events[-1].response.error.code == "rate_limit_exceeded"
+    assert [i.type for i in events[-1].response.output] == ["mcp_list_tools", "mcp_call"]
+    record = shared.decision(raw.headers["x-autoroute-decision-id"])
+    assert record["status"] == 429 and len(record["tools"]["model_calls"]) == 1 and len(upstream.received) == 1
+    usage = shared.admin("GET", f"/admin/keys/{key_id}/usage").json()
+    assert usage["day"]["cost_usd"] == pytest.approx(record["tools"]["model_calls"][0]["cost_usd"]) and usage["reserved_cost_usd"] == 0
+    # Refused before anything was sent: an ordinary 429 in the Responses error shape, not a stream.
+    with pytest.raises(openai.RateLimitError) as info:
+        client.responses.create(model=MODEL, input=QUESTION, tools=[CALCULATOR], stream=True)  # type: ignore[list-item]
+    assert info.value.status_code == 429 and isinstance(info.value.body, dict) and info.value.body["code"] == "rate_limit_exceeded"
+
+
+def test_the_messages_api_cannot_ask_for_the_loop(shared: Proxy, upstream: FakeUpstream) -> None:
+    key, _ = shared.new_key()
+    body = {"model": MODEL, "max_tokens": 50, "messages": [{"role": "user", "content": QUESTION}], "route": {"mcp": ["calculator"]}}
+    resp = httpx.post(shared.url + "/v1/messages", json=body, headers={"x-api-key": key}, timeout=10)
+    assert resp.status_code == 400 and resp.json()["type"] == "error", resp.text
+    assert "/v1/chat/completions and /v1/responses" in resp.json()["error"]["message"] and upstream.received == []
