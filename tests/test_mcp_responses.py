@@ -86,6 +86,15 @@ def test_a_tool_the_key_may_not_use_is_neither_offered_nor_run(shared: Proxy, up
     assert not [i for i in response.output if i.type == "mcp_call"]  # the model's call to it did not run here
     loop = shared.decision(raw.headers["x-autoroute-decision-id"])["tools"]
     assert loop["tool_calls"] == [] and loop["stopped"] == "client_tools"
+    # Streamed alike: the call comes back as the client's function_call, no mcp_call item.
+    upstream.tool_calls.append({"name": "calculator__evaluate", "arguments": {"expression": "1+1"}, "force": True})
+    with sdk(shared, key).responses.stream(model=MODEL, input=QUESTION, tools=[CALCULATOR]) as stream:  # type: ignore[list-item]
+        final = stream.get_final_response()
+    assert [(i.type, getattr(i, "name", None)) for i in final.output] == [
+        ("mcp_list_tools", None),
+        ("function_call", "calculator__evaluate"),
+    ]
+    assert orjson.loads(final.output[1].arguments) == {"expression": "1+1"}  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -237,3 +246,22 @@ def test_the_messages_api_cannot_ask_for_the_loop(shared: Proxy, upstream: FakeU
     resp = httpx.post(shared.url + "/v1/messages", json=body, headers={"x-api-key": key}, timeout=10)
     assert resp.status_code == 400 and resp.json()["type"] == "error", resp.text
     assert "/v1/chat/completions and /v1/responses" in resp.json()["error"]["message"] and upstream.received == []
+
+
+def test_a_server_url_on_an_allowed_host_runs_and_its_headers_are_not_echoed(
+    tmp_path_factory: pytest.TempPathFactory, environ: dict[str, str], upstream: FakeUpstream
+) -> None:
+    with (
+        mcp_servers.http_server("memory") as (url, _),
+        proxy_with(tmp_path_factory.mktemp("u"), environ, {}, request_url_hosts=["127.0.0.1"]) as proxy,
+    ):
+        key, _ = proxy.new_key()
+        upstream.tool_calls.append({"name": "mem__remember", "arguments": {"key": "city", "value": "Paris"}})
+        tool = {"type": "mcp", "server_label": "mem", "server_url": url, "headers": {"authorization": "Bearer s3cret"}}
+        raw = sdk(proxy, key).responses.with_raw_response.create(model=MODEL, input="Remember Paris.", tools=[tool])  # type: ignore[list-item]
+        assert "s3cret" not in raw.http_response.text
+        response = Response.model_validate(raw.http_response.json())
+        call = response.output[1]
+        assert call.type == "mcp_call" and (call.server_label, call.name, call.output) == ("mem", "remember", "remembered city")
+        assert response.output[0].type == "mcp_list_tools" and "recall" in [t.name for t in response.output[0].tools]
+        assert "s3cret" not in httpx.get(proxy.url + f"/v1/responses/{response.id}", headers={"authorization": f"Bearer {key}"}).text

@@ -178,13 +178,21 @@ def envelope(resp_id: str, body: dict[str, Any], model: str, status: str, create
         "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
+        "tools": [_echoed(t) for t in body.get("tools") or ()],
         "top_p": body.get("top_p"),
         "truncation": body.get("truncation", "disabled"),
         "usage": None,
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
     }
+
+
+def _echoed(tool: Any) -> Any:
+    """A request tool as the Response shows it: an mcp tool's headers (credentials for its
+    server_url) are never echoed or stored."""
+    if isinstance(tool, dict) and tool.get("type") == "mcp" and tool.get("headers"):
+        return {**tool, "headers": None}
+    return tool
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
