@@ -152,6 +152,17 @@ def test_deadline_stops_the_loop(tmp_path: Path, environ: dict, upstream: FakeUp
         loop = proxy.decision(resp.headers["x-autoroute-decision-id"])["tools"]
         assert loop["stopped"] == "deadline" and 2 <= len(loop["model_calls"]) < 50, loop
         assert took < 2.5 + 5  # the deadline, plus the last model call it cut short on a loaded machine
+        # Streamed: the same stop, the note as the stream's last text, the request charged and recorded.
+        upstream.reset()
+        upstream.call_tools_forever = {"name": "crashy__hang", "arguments": {"seconds": 0.5}}
+        resp = proxy.chat(key, route={"mcp": True}, stream=True)
+        assert resp.status_code == 200, resp.text
+        chunks = [orjson.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text.endswith("model calls; the last tool calls were not run]") and "deadline" in text
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length" and resp.text.rstrip().endswith("data: [DONE]")
+        record = proxy.decision(resp.headers["x-autoroute-decision-id"])
+        assert record["status"] == 200 and record["tools"]["stopped"] == "deadline" and record["cost_usd"] > 0
 
 
 def test_streamed_loop_streams_the_final_turn_live(shared: Proxy, upstream: FakeUpstream) -> None:

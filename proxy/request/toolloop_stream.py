@@ -23,6 +23,7 @@ import anyio
 
 from proxy.dispatch.dispatcher import Outcome
 from proxy.errors import ProxyError, ServiceUnavailable
+from proxy.mcp.loop import LoopTrace
 from proxy.mcp.options import ToolRequest
 from proxy.mcp.servers import ToolResult, ToolSpec
 from proxy.policy.registry import ModelSpec
@@ -135,7 +136,7 @@ class StreamedCalls(ModelCalls):
         self,
         state: AppState,
         ex: Exchange,
-        trace: Any,
+        trace: LoopTrace,
         *,
         sink: LoopStream,
         feed: _Feed,
@@ -233,12 +234,12 @@ class Turn:
 
 
 def rest_of(final: str, streamed: str, note: str | None) -> str:
-    """What the client has yet to see of the final answer's text, given what streamed of it."""
-    if final.startswith(streamed):
-        return final[len(streamed) :]
-    if note:
+    """What the client has yet to see of the final answer's text, given what streamed of its
+    message so far. A limit's note goes after that text; when the answer is an earlier turn's
+    (the deadline came between turns), that turn's text already went out: only the note is left."""
+    if note and not (streamed and final.startswith(streamed)):
         return f"\n\n{note}" if streamed else note
-    return ""
+    return final[len(streamed) :] if final.startswith(streamed) else ""
 
 
 class ChatLoopStream:
