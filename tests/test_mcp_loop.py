@@ -7,74 +7,16 @@ import concurrent.futures
 import fnmatch
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 import yaml
 
-from proxy.app import create_app
-from tests.conftest import make_settings
 from tests.support import mcp_servers
-from tests.support.fake_upstream import FakeUpstream
-from tests.support.policies import policy_copy
-from tests.support.servers import ThreadedServer, serving
-
-MASTER = "mk-test-master-0123456789abcdef"
-MODEL = "openai/gpt-4.1-nano"
-ASK = [{"role": "user", "content": "What is (2 + 3) * 4?"}]
-
-
-class Proxy:
-    def __init__(self, server: ThreadedServer) -> None:
-        self.server, self.url = server, server.url
-
-    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, headers={"authorization": f"Bearer {MASTER}"}, timeout=10, **kw)
-
-    def new_key(self, **fields: Any) -> tuple[str, str]:
-        resp = self.admin("POST", "/admin/keys", json={"name": "loop-test", **fields})
-        assert resp.status_code == 201, resp.text
-        return resp.json()["key"], resp.json()["id"]
-
-    def chat(self, key: str, **body: Any) -> httpx.Response:
-        return httpx.post(
-            self.url + "/v1/chat/completions",
-            json={"model": MODEL, "messages": ASK, **body},
-            headers={"authorization": f"Bearer {key}"},
-            timeout=60,
-        )
-
-    def decision(self, decision_id: str) -> dict[str, Any]:
-        for _ in range(100):
-            data = self.admin("GET", "/admin/decisions").json()["data"]
-            found = [d for d in data if d["decision_id"] == decision_id]
-            if found:
-                return found[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no decision record {decision_id}")
-
-    def wait_tools(self, servers: list[str]) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            detail = httpx.get(self.url + "/readyz", timeout=5).json()["mcp_servers"]
-            if all(detail.get(s) == "up" for s in servers):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"MCP servers not up: {detail}")
-
-
-@contextmanager
-def proxy_with(tmp_path: Path, environ: dict[str, str], servers: dict[str, Any], **mcp: Any) -> Iterator[Proxy]:
-    policies = policy_copy(tmp_path / "policies", files={"mcp.yaml": {"servers": servers, **mcp}})
-    app = create_app(make_settings(policy_dir=policies, master_key=MASTER), environ=environ)
-    with serving(app) as server:
-        proxy = Proxy(server)
-        proxy.wait_tools(list(servers))
-        yield proxy
+from tests.support.fake_upstream import FakeUpstream, Fault
+from tests.support.mcp_proxy import ASK, MODEL, Proxy, offered, proxy_with
 
 
 @pytest.fixture(scope="module", params=["stdio", "http"])
@@ -85,10 +27,6 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         proxy_with(tmp_path_factory.mktemp("p"), environ, servers) as proxy,
     ):
         yield proxy
-
-
-def offered(upstream: FakeUpstream) -> list[list[str]]:
-    return [[t["function"]["name"] for t in r.body.get("tools") or ()] for r in upstream.received]
 
 
 def test_two_step_loop_records_both_model_calls_and_charges_the_key(shared: Proxy, upstream: FakeUpstream) -> None:
@@ -214,23 +152,56 @@ def test_deadline_stops_the_loop(tmp_path: Path, environ: dict, upstream: FakeUp
         loop = proxy.decision(resp.headers["x-autoroute-decision-id"])["tools"]
         assert loop["stopped"] == "deadline" and 2 <= len(loop["model_calls"]) < 50, loop
         assert took < 2.5 + 5  # the deadline, plus the last model call it cut short on a loaded machine
+        # Streamed: the same stop, the note as the stream's last text, the request charged and recorded.
+        upstream.reset()
+        upstream.call_tools_forever = {"name": "crashy__hang", "arguments": {"seconds": 0.5}}
+        resp = proxy.chat(key, route={"mcp": True}, stream=True)
+        assert resp.status_code == 200, resp.text
+        chunks = [orjson.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text.endswith("model calls; the last tool calls were not run]") and "deadline" in text
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length" and resp.text.rstrip().endswith("data: [DONE]")
+        record = proxy.decision(resp.headers["x-autoroute-decision-id"])
+        assert record["status"] == 200 and record["tools"]["stopped"] == "deadline" and record["cost_usd"] > 0
 
 
-def test_streamed_request_gets_the_final_turn_as_events(shared: Proxy, upstream: FakeUpstream) -> None:
-    proxy = shared
-    if True:
-        key, _ = proxy.new_key()
-        upstream.tool_calls.append({"name": "calculator__multiply", "arguments": {"a": 6, "b": 7}})
-        resp = proxy.chat(key, route={"mcp": ["calculator"]}, stream=True, stream_options={"include_usage": True})
+def test_streamed_loop_streams_the_final_turn_live(shared: Proxy, upstream: FakeUpstream) -> None:
+    key, key_id = shared.new_key()
+    upstream.tool_calls.append({"name": "calculator__multiply", "arguments": {"a": 6, "b": 7}})
+    upstream.script("gpt-4.1-nano", Fault.slow(0), Fault.slow(0.15))  # the answer's chunks come 0.15 s apart
+    body = {"model": MODEL, "messages": ASK, "route": {"mcp": ["calculator"]}, "stream": True, "stream_options": {"include_usage": True}}
+    arrived: list[tuple[float, str]] = []
+    with httpx.stream(
+        "POST", shared.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+    ) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-        events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
-        assert events[-1] == "[DONE]"
-        chunks = [orjson.loads(e) for e in events[:-1]]
-        text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
-        assert text == upstream.reply
-        assert chunks[-1]["usage"]["prompt_tokens"] > 0
-        assert upstream.received[1].body["messages"][-1]["content"] == "42.0"
-        assert all(not r.body.get("stream") for r in upstream.received)
+        arrived = [(time.monotonic(), line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+    assert arrived[-1][1] == "[DONE]"
+    chunks = [orjson.loads(e) for _, e in arrived[:-1]]
+    texts = [(at, c["choices"][0]["delta"].get("content")) for (at, _), c in zip(arrived, chunks, strict=False) if c["choices"]]
+    assert "".join(t or "" for _, t in texts) == upstream.reply
+    first_text = next(at for at, t in texts if t)
+    assert arrived[-1][0] - first_text > 0.6  # the answer arrived chunk by chunk, not replayed at the end
+    assert chunks[-1]["usage"]["prompt_tokens"] > 0 and chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert upstream.received[1].body["messages"][-1]["content"] == "42.0"
+    assert all(r.body.get("stream") for r in upstream.received)  # each model call streamed upstream
+    record = shared.decision(resp.headers["x-autoroute-decision-id"])
+    assert record["status"] == 200 and len(record["tools"]["model_calls"]) == 2 and record["stream"] is True
+    day = shared.admin("GET", f"/admin/keys/{key_id}/usage").json()["day"]
+    assert day["requests"] == 2 and day["input_tokens"] == chunks[-1]["usage"]["prompt_tokens"] == record["input_tokens"]
+
+
+def test_streamed_loop_at_its_depth_limit_ends_with_the_note(shared: Proxy, upstream: FakeUpstream) -> None:
+    key, _ = shared.new_key()
+    upstream.call_tools_forever = {"name": "calculator__add", "arguments": {"a": 1, "b": 2}}
+    resp = shared.chat(key, route={"mcp": {"servers": ["calculator"], "max_depth": 2}}, stream=True)
+    assert resp.status_code == 200, resp.text
+    chunks = [orjson.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert "tool loop stopped at its model-call limit after 2 model calls" in text
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert not any(c["choices"][0]["delta"].get("tool_calls") for c in chunks)  # its MCP calls are not the client's
+    assert len(upstream.received) == 2
 
 
 def test_request_urls_are_refused_unless_the_policy_allows_the_host(shared: Proxy, upstream: FakeUpstream) -> None:

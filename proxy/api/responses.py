@@ -8,12 +8,16 @@ Stored responses (`store`, default true) live in the limits store under the key 
 them (`ar:{<key id>}:resp:<id>`, expiring after the policy's `limits.stored_responses_ttl_s`):
 another key cannot read, continue or delete them. `previous_response_id` prepends the stored
 conversation (its input and output; not its `instructions`, as OpenAI does).
+
+Tools of type `mcp` run the server-side MCP tool loop (they become the chat request's
+`route.mcp`, proxy/mcp/options.py); the loop's mcp_list_tools and mcp_call items come before
+the answer (proxy/api/responses_mcp.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,9 +28,12 @@ from starlette.routing import Route
 
 from proxy.api import responses_wire as wire
 from proxy.api.chat import field_error, load_json_object
+from proxy.api.responses_mcp import ResponsesLoopItems, ResponsesLoopStream
 from proxy.api.responses_stream import ResponsesEvents
-from proxy.errors import NotFound, ProxyError, StoreUnavailable
+from proxy.errors import InvalidRequest, NotFound, ProxyError, StoreUnavailable
 from proxy.keys.store import KeyRecord, bearer_token
+from proxy.mcp.options import from_responses_tools
+from proxy.policy.mcp import SEPARATOR
 from proxy.providers.base import Usage
 from proxy.request import pipeline
 from proxy.vocab import Endpoint
@@ -96,6 +103,7 @@ class ResponsesInbound:
         self.body: dict[str, Any] = {}
         self.resp_id = wire.new_id("resp")
         self.conversation: list[dict[str, Any]] = []  # what a follow-up continues from
+        self.loop_items: ResponsesLoopItems | None = None  # a non-streamed tool loop's mcp_* items
 
     async def parse(self, state: AppState, ex: Exchange, raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         self.body = body = parse_body(raw)
@@ -112,7 +120,19 @@ class ResponsesInbound:
                     code="previous_response_not_found",
                 )
             history = stored["messages"]
-        chat = wire.to_chat(body, history)
+        others, mcp = from_responses_tools(body.get("tools") or [], state.policy.mcp)
+        chat = wire.to_chat({**body, "tools": others} if mcp is not None else body, history)
+        if mcp is not None:
+            route = body.get("route")
+            if isinstance(route, Mapping) and route.get("mcp") is not None:
+                raise InvalidRequest("Give the MCP servers either as tools of type mcp or as route.mcp, not both.", param="route.mcp")
+            chat["route"] = {**(route if isinstance(route, Mapping) else {}), "mcp": mcp}
+            choice = body.get("tool_choice")
+            if isinstance(choice, Mapping) and choice.get("type") == "mcp":  # OpenAI's ToolChoiceMcp
+                name = choice.get("name")
+                chat["tool_choice"] = (
+                    {"type": "function", "function": {"name": f"{choice.get('server_label')}{SEPARATOR}{name}"}} if name else "required"
+                )
         skip = 1 if body.get("instructions") else 0
         self.conversation = chat["messages"][skip:]
         return chat
@@ -125,14 +145,26 @@ class ResponsesInbound:
 
     async def render(self, state: AppState, ex: Exchange, body: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         response = wire.from_chat(result, self.body, self.resp_id, self._model(ex, body))
+        if self.loop_items is not None:
+            response["output"] = [*self.loop_items.items, *response["output"]]
         if ex.usage is not None:
             response["usage"] = wire.usage_of(ex.usage.as_openai())
+        await self.saved(state, ex, response)
+        return response
+
+    async def saved(self, state: AppState, ex: Exchange, response: dict[str, Any]) -> None:
         if self._stores() and ex.key is not None:
             await save(state, ex.key, response, self.conversation)
-        return response
 
     def stream(self, state: AppState, ex: Exchange, body: dict[str, Any]) -> _Stream:
         return _Stream(self, state, ex, ResponsesEvents(self.body, self.resp_id, self._model(ex, body)))
+
+    def loop_view(self) -> ResponsesLoopItems:
+        self.loop_items = ResponsesLoopItems()
+        return self.loop_items
+
+    def loop_stream(self, state: AppState, ex: Exchange, emit: Callable[[bytes], None]) -> ResponsesLoopStream:
+        return ResponsesLoopStream(self, state, ex, emit)
 
     def error_body(self, exc: ProxyError) -> bytes:
         return exc.json()
@@ -147,8 +179,7 @@ class _Stream:
 
     async def end(self, usage: Usage | None) -> bytes:
         out = self.events.complete(wire.usage_of(usage.as_openai()) if usage else None)
-        if self.inbound._stores() and self.ex.key is not None:
-            await save(self.state, self.ex.key, self.events.response, self.inbound.conversation)
+        await self.inbound.saved(self.state, self.ex, self.events.response)
         return out
 
     def error(self, kind: str, message: str) -> bytes:

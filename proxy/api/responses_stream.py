@@ -5,6 +5,7 @@ per text:  output_item.added, content_part.added, output_text.delta*, output_tex
            content_part.done, output_item.done
 per call:  output_item.added, function_call_arguments.delta*, function_call_arguments.done,
            output_item.done
+(the MCP tool loop adds its mcp_list_tools and mcp_call items: proxy/api/responses_mcp.py)
 response.completed (with usage) | response.incomplete | response.failed (with error)
 """
 
@@ -20,7 +21,7 @@ from proxy.api import responses_wire as wire
 class ResponsesEvents:
     def __init__(self, body: dict[str, Any], resp_id: str, model: str) -> None:
         self.response = wire.envelope(resp_id, body, model, "in_progress")
-        self.seq = 0
+        self.seq = 0  # sequence_number of the next event
         self.text: str | None = None  # the open message item's text (None: no message item yet)
         self.text_item: dict[str, Any] | None = None
         self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> open function_call item
@@ -45,14 +46,14 @@ class ResponsesEvents:
             delta = choice.get("delta") or {}
             content = delta.get("content")
             if isinstance(content, str) and content:
-                out += self._text(content)
+                out += self.text_delta(content)
             for call in delta.get("tool_calls") or ():
                 out += self._call(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return out
 
-    def _text(self, delta: str) -> bytes:
+    def text_delta(self, delta: str) -> bytes:
         out = b""
         if self.text_item is None:
             self.text_item = wire.message_item(wire.new_id("msg"), "", status="in_progress")
@@ -85,25 +86,42 @@ class ResponsesEvents:
             out += self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=args)
         return out
 
+    def add_item(self, item: dict[str, Any]) -> tuple[int, bytes]:
+        """Another output item (an MCP one): its index and its output_item.added event."""
+        self.response["output"].append(item)
+        index = len(self.response["output"]) - 1
+        return index, self._event("response.output_item.added", output_index=index, item=dict(item))
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        return self._event(kind, **fields)
+
+    def close_message(self) -> bytes:
+        """End the open message item (a tool loop's turn before its tool calls); the next text opens another."""
+        item = self.text_item
+        if item is None:
+            return b""
+        out = self._close(self.response["output"].index(item), item)
+        self.text_item, self.text = None, None
+        return out
+
+    def _close(self, index: int, item: dict[str, Any]) -> bytes:
+        out = b""
+        item["status"] = "completed"
+        if item["type"] == "message":
+            text = self.text or ""
+            part = {"type": "output_text", "text": text, "annotations": []}
+            item["content"] = [part]
+            out += self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text, logprobs=[])
+            out += self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
+        else:
+            out += self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=item["arguments"])
+        return out + self._event("response.output_item.done", output_index=index, item=item)
+
     def _close_items(self) -> bytes:
         out = b""
         for index, item in enumerate(self.response["output"]):
-            if item["status"] != "in_progress":
-                continue
-            item["status"] = "completed"
-            if item["type"] == "message":
-                text = self.text or ""
-                part = {"type": "output_text", "text": text, "annotations": []}
-                item["content"] = [part]
-                out += self._event(
-                    "response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text, logprobs=[]
-                )
-                out += self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
-            else:
-                out += self._event(
-                    "response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=item["arguments"]
-                )
-            out += self._event("response.output_item.done", output_index=index, item=item)
+            if item.get("status") == "in_progress" and item["type"] in ("message", "function_call"):
+                out += self._close(index, item)
         return out
 
     def complete(self, usage: dict[str, Any] | None) -> bytes:

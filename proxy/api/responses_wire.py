@@ -96,7 +96,12 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
             output = item.get("output")
             text = output if isinstance(output, str) else orjson.dumps(output).decode()
             out.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-        elif kind in ("reasoning", "item_reference"):
+        elif kind == "mcp_call":  # an earlier MCP tool loop's call: the call and its result, as a turn of the conversation
+            call = {"id": item.get("id"), "type": "function"}
+            call["function"] = {"name": f"{item.get('server_label')}__{item.get('name')}", "arguments": item.get("arguments") or "{}"}
+            out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            out.append({"role": "tool", "tool_call_id": item.get("id"), "content": item.get("output") or item.get("error") or ""})
+        elif kind in ("reasoning", "item_reference", "mcp_list_tools"):
             continue  # nothing a chat model can take
         else:
             raise InvalidRequest(f"Unsupported input item type '{kind}' at 'input.{i}'.", param=f"input.{i}.type")
@@ -146,7 +151,7 @@ def usage_of(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     i, o = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     return {
         "input_tokens": i,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": o,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": i + o,
@@ -173,13 +178,21 @@ def envelope(resp_id: str, body: dict[str, Any], model: str, status: str, create
         "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
+        "tools": [_echoed(t) for t in body.get("tools") or ()],
         "top_p": body.get("top_p"),
         "truncation": body.get("truncation", "disabled"),
         "usage": None,
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
     }
+
+
+def _echoed(tool: Any) -> Any:
+    """A request tool as the Response shows it: an mcp tool's headers (credentials for its
+    server_url) are never echoed or stored."""
+    if isinstance(tool, dict) and tool.get("type") == "mcp" and tool.get("headers"):
+        return {**tool, "headers": None}
+    return tool
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:

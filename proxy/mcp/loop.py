@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -27,6 +27,18 @@ ModelCall = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]  # request bod
 ToolObserver = Callable[[str, str, str, float], None]  # (server, tool, outcome, seconds)
 
 
+class LoopEvents(Protocol):
+    """The loop's progress, for a client API that can show it (Responses: mcp_call items)."""
+
+    def turn_done(self, content: str | None) -> None:
+        """A model turn ended with calls to MCP tools (its text, if any, came before them)."""
+        ...
+
+    def tool_started(self, call_id: str, spec: ToolSpec, arguments: str) -> None: ...
+
+    def tool_finished(self, call_id: str, spec: ToolSpec, result: ToolResult) -> None: ...
+
+
 @dataclass
 class LoopTrace:
     """The loop's part of the decision record."""
@@ -35,6 +47,7 @@ class LoopTrace:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     offered: int = 0
     stopped: str | None = None  # answer | client_tools | depth_limit | deadline | tool_call_limit
+    note: str | None = None  # what a limit added to the answer (not part of the record)
 
     def record(self) -> dict[str, Any]:
         return {"offered_tools": self.offered, "model_calls": self.model_calls, "tool_calls": self.tool_calls, "stopped": self.stopped}
@@ -58,6 +71,7 @@ async def run_tool_loop(
     *,
     log_results: bool = False,
     observe: ToolObserver | None = None,
+    events: LoopEvents | None = None,
 ) -> dict[str, Any]:
     offered = {t.qualified: t for t in tools}
     own = {((t.get("function") or {}).get("name")) for t in body.get("tools") or () if isinstance(t, dict)}
@@ -93,8 +107,12 @@ async def run_tool_loop(
             break
         if len(trace.tool_calls) + len(ours) > limits.max_tool_calls:
             return _stopped(last, trace, "tool_call_limit", offered)
-        results = await asyncio.gather(*(_run(c, offered, connections, limits, log_results) for c in ours))
         messages.append({k: v for k, v in message.items() if k in ("role", "content", "tool_calls")})
+        if events is not None:
+            events.turn_done(message.get("content"))
+            for call in ours:
+                events.tool_started(str(call.get("id") or ""), offered[_name(call)], _arguments(call))
+        results = await asyncio.gather(*(_run(c, offered, connections, limits, events) for c in ours))
         for call, (spec, result) in zip(ours, results, strict=True):
             entry = {
                 "server": spec.server,
@@ -115,7 +133,25 @@ async def run_tool_loop(
 
 
 async def _run(
-    call: Mapping[str, Any], offered: Mapping[str, ToolSpec], connections: Mapping[str, ServerConnection], limits: Limits, log_results: bool
+    call: Mapping[str, Any],
+    offered: Mapping[str, ToolSpec],
+    connections: Mapping[str, ServerConnection],
+    limits: Limits,
+    events: LoopEvents | None,
+) -> tuple[ToolSpec, ToolResult]:
+    spec, result = await _call(call, offered, connections, limits)
+    if events is not None:
+        events.tool_finished(str(call.get("id") or ""), spec, result)
+    return spec, result
+
+
+def _arguments(call: Mapping[str, Any]) -> str:
+    raw = (call.get("function") or {}).get("arguments")
+    return raw if isinstance(raw, str) else orjson.dumps(raw or {}).decode()
+
+
+async def _call(
+    call: Mapping[str, Any], offered: Mapping[str, ToolSpec], connections: Mapping[str, ServerConnection], limits: Limits
 ) -> tuple[ToolSpec, ToolResult]:
     spec = offered[_name(call)]
     raw = (call.get("function") or {}).get("arguments") or "{}"
@@ -163,6 +199,7 @@ def _stopped(last: dict[str, Any] | None, trace: LoopTrace, why: str, offered: M
     for choice in done.get("choices") or ():
         message = choice.setdefault("message", {"role": "assistant"})
         note = f"[autoroute: the tool loop stopped at its {reason} after {len(trace.model_calls)} model calls; the last tool calls were not run]"
+        trace.note = note
         message["content"] = f"{message['content']}\n\n{note}" if message.get("content") else note
         choice["finish_reason"] = "length"
     return done

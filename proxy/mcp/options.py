@@ -2,7 +2,7 @@
 
     "mcp": true                                   every server the key may see
     "mcp": ["calculator", "docs"]                 these servers
-    "mcp": {"servers": ["calculator", {"label": "wiki", "url": "https://wiki.internal/mcp"}],
+    "mcp": {"servers": ["calculator", {"label": "wiki", "url": "https://wiki.internal/mcp", "headers": {...}}],
             "allowed_tools": ["calculator__*"], "max_depth": 3}
 
 Servers are named from policies/mcp.yaml; a server given by URL is refused (403) unless the
@@ -12,6 +12,7 @@ policy's `request_url_hosts` allows its host, and a request can never start a pr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,6 +31,10 @@ class ToolRequest:
     urls: tuple[tuple[str, str], ...] = ()  # (label, url) allowed by the policy
     allowed_tools: tuple[str, ...] | None = None
     max_depth: int | None = None
+    url_headers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # (label, headers) for a URL server that sent some
+
+    def headers_for(self, label: str) -> dict[str, str]:
+        return next((dict(h) for name, h in self.url_headers if name == label), {})
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
             raise InvalidRequest(f"route.mcp.{name} is not a tool-loop option; use {', '.join(_FIELDS)}", param=f"route.mcp.{name}")
     names: list[str] = []
     urls: list[tuple[str, str]] = []
+    url_headers: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     servers = spec.get("servers")
     if servers is not None and not isinstance(servers, list):
         raise InvalidRequest("route.mcp.servers must be a list", param="route.mcp.servers")
@@ -78,6 +84,9 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
             names.append(item)
         elif isinstance(item, Mapping) and isinstance(item.get("url"), str):
             urls.append(_url_server(item, where, policy))
+            headers = _headers(item.get("headers"), f"{where}.headers")
+            if headers:
+                url_headers.append((urls[-1][0], headers))
         else:
             raise InvalidRequest(f"{where} must be a server name or an object with label and url", param=where)
     allowed = spec.get("allowed_tools")
@@ -91,7 +100,25 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
         urls=tuple(urls),
         allowed_tools=tuple(allowed) if allowed is not None else None,
         max_depth=depth,
+        url_headers=tuple(url_headers),
     )
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+
+
+def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """Headers a request sends to the MCP server it names by URL (e.g. its authorization)."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or len(value) > 20:
+        raise InvalidRequest(f"{where} must be an object of at most 20 header names and string values", param=where)
+    out: list[tuple[str, str]] = []
+    for name, text in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name) or not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            raise InvalidRequest(f"{where}.{name}: a header needs a token name and a one-line string value", param=f"{where}.{name}")
+        out.append((name, text))
+    return tuple(out)
 
 
 def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple[str, str]:
@@ -112,11 +139,12 @@ def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple
     return label, url
 
 
-def from_responses_tools(tools: list[Any]) -> tuple[list[Any], dict[str, Any] | None]:
-    """Responses API tools of type `mcp` (OpenAI's shape: server_label, server_url,
+def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> tuple[list[Any], dict[str, Any] | None]:
+    """Responses API tools of type `mcp` (OpenAI's shape: server_label, server_url, headers,
     allowed_tools, require_approval) -> the other tools, and the `route.mcp` spec they ask for
     (checked by take_loop_options like any other). Only `require_approval: "never"` runs
-    server-side; asking for approvals is a 400 (the proxy cannot pause a loop for a client)."""
+    server-side; asking for approvals is a 400 (the proxy cannot pause a loop for a client).
+    With the policy, labels and URLs are checked here, as 400s naming `tools.<i>`."""
     others: list[Any] = []
     servers: list[Any] = []
     patterns: list[str] = []
@@ -129,15 +157,36 @@ def from_responses_tools(tools: list[Any]) -> tuple[list[Any], dict[str, Any] | 
         if not isinstance(label, str) or not label:
             raise InvalidRequest(f"{where}.server_label is required for an mcp tool", param=f"{where}.server_label")
         approval = tool.get("require_approval", "never")
-        if (
-            approval != "never"
-            and approval != {"never": {"tool_names": []}}
-            and not (isinstance(approval, Mapping) and set(approval) == {"never"})
-        ):
+        if approval is not None and approval != "never" and not (isinstance(approval, Mapping) and set(approval) == {"never"}):
             raise InvalidRequest(
-                f'{where}.require_approval: autoroute runs MCP tools server-side only with "never"', param=f"{where}.require_approval"
+                f'{where}.require_approval: autoroute runs MCP tools server-side only with "never" (approvals are not supported)',
+                param=f"{where}.require_approval",
+                code="mcp_approval_not_supported",
             )
-        servers.append({"label": label, "url": tool["server_url"]} if tool.get("server_url") else label)
+        if tool.get("connector_id"):
+            raise InvalidRequest(f"{where}.connector_id: OpenAI connectors are not available here; name a server_label", param=where)
+        url = tool.get("server_url")
+        if url:
+            server: Any = {"label": label, "url": url}
+            if tool.get("headers"):
+                server["headers"] = tool["headers"]
+            if policy is not None:
+                _responses_url(server, where, policy)
+        else:
+            if tool.get("headers"):
+                raise InvalidRequest(
+                    f"{where}.headers: only a server given by server_url takes headers (the policy sets a configured server's)",
+                    param=f"{where}.headers",
+                )
+            if policy is not None and label not in policy.enabled_servers:
+                known = ", ".join(sorted(policy.enabled_servers)) or "none are configured"
+                raise InvalidRequest(
+                    f"{where}.server_label: no MCP server named {label!r} (servers: {known}); or give its server_url",
+                    param=f"{where}.server_label",
+                    code="unknown_mcp_server",
+                )
+            server = label
+        servers.append(server)
         allowed = tool.get("allowed_tools")
         if isinstance(allowed, Mapping):
             allowed = allowed.get("tool_names")
@@ -150,3 +199,17 @@ def from_responses_tools(tools: list[Any]) -> tuple[list[Any], dict[str, Any] | 
     if not servers:
         return others, None
     return others, {"servers": servers, "allowed_tools": patterns}
+
+
+def _responses_url(server: Mapping[str, Any], where: str, policy: McpPolicy) -> None:
+    """A Responses `server_url` the policy does not allow: a 400 naming the tool (OpenAI's shape)."""
+    try:
+        _url_server(server, where, policy)
+        _headers(server.get("headers"), f"{where}.headers")
+    except PermissionDenied as exc:
+        raise InvalidRequest(
+            exc.message.replace(f"{where}.url", f"{where}.server_url"), param=f"{where}.server_url", code=exc.code
+        ) from None
+    except InvalidRequest as exc:
+        param = (exc.param or where).replace(f"{where}.url", f"{where}.server_url").replace(f"{where}.label", f"{where}.server_label")
+        raise InvalidRequest(exc.message.replace(exc.param or "\0", param), param=param, code=exc.code) from None

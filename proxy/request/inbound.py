@@ -8,12 +8,14 @@ unchanged between the two.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from proxy.errors import ProxyError
+from proxy.mcp.loop import LoopEvents
 
 if TYPE_CHECKING:
+    from proxy.mcp.servers import ToolSpec
     from proxy.providers.base import Usage
     from proxy.request.appstate import AppState
     from proxy.request.exchange import Exchange
@@ -45,3 +47,35 @@ class Inbound(Protocol):
     def error_body(self, exc: ProxyError) -> bytes:
         """An error in this API's own shape."""
         ...
+
+
+class LoopView(LoopEvents, Protocol):
+    """The MCP tool loop's progress for a client API that shows it (Responses' mcp_* items)."""
+
+    def listed(self, server: str, tools: list[ToolSpec], error: str | None) -> None:
+        """A server's tools offered to the model (error: why it has none)."""
+        ...
+
+
+class LoopStream(LoopView, Protocol):
+    """A streamed tool loop in the client's format; what it renders goes out through the `emit`
+    it was made with. `start` comes once the first model call answers."""
+
+    def start(self, model: str) -> None: ...
+
+    def text(self, delta: str) -> None: ...
+
+    async def end(self, final: dict[str, Any], usage: Usage | None, note: str | None) -> None:
+        """The loop's final chat completion (its text streamed so far; `note`: what a limit added)."""
+        ...
+
+    def error(self, kind: str, message: str) -> None: ...
+
+
+@runtime_checkable
+class LoopInbound(Protocol):
+    """An inbound API that can run the MCP tool loop (Responses)."""
+
+    def loop_view(self) -> LoopView: ...
+
+    def loop_stream(self, state: AppState, ex: Exchange, emit: Callable[[bytes], None]) -> LoopStream: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,8 +31,9 @@ from proxy.request import accounting, toolloop
 from proxy.request.admission import Admission
 from proxy.request.canonical import CanonicalRequest
 from proxy.request.exchange import Exchange
-from proxy.request.inbound import Inbound
+from proxy.request.inbound import Inbound, LoopInbound
 from proxy.request.relay import RelayResponse, stream_events
+from proxy.request.toolloop_stream import chat_sink, loop_events
 from proxy.routing.planning import Plan, plan_request
 from proxy.routing.textscan import read_conversation
 from proxy.vocab import Endpoint
@@ -52,17 +54,30 @@ async def handle_chat(state: AppState, request: Request, inbound: Inbound | None
         ask = take_loop_options(req.route, state.policy.mcp)  # route.mcp / route.context (proxy/mcp/options.py)
         if ask.route is not req.route:
             ex.request = req = replace(req, route=ask.route)
-        if ask.tools is not None and inbound is not None:
+        if ask.tools is not None and inbound is not None and not isinstance(inbound, LoopInbound):
             raise InvalidRequest(
-                f"route.mcp (the MCP tool loop) is available on /v1/chat/completions only, not on {ex.endpoint}.", param="route.mcp"
+                f"route.mcp (the MCP tool loop) is available on /v1/chat/completions and /v1/responses, not on {ex.endpoint}.",
+                param="route.mcp",
             )
         ex.plan = plan = await _plan(state, ex, request.headers)
         req, subset = toolloop.assemble_context(state, ex, plan.request or req, ask)
         plan = ex.plan
         if ask.tools is not None:
-            content, media_type, headers = await toolloop.run_chat_tool_loop(state, ex, req, ask.tools, subset)
+            if req.stream:
+                sink = partial(inbound.loop_stream, state, ex) if isinstance(inbound, LoopInbound) else chat_sink(req.include_usage)
+                events = loop_events(state, ex, req, ask.tools, subset, sink)
+                first = await anext(events)  # the first model call answered: from here the stream records itself
+                handed_off = True
+                return RelayResponse(
+                    events, first, media_type="text/event-stream", headers={**ex.response_headers(), "cache-control": "no-cache"}
+                )
+            view = inbound.loop_view() if isinstance(inbound, LoopInbound) else None
+            final, headers = await toolloop.run_chat_tool_loop(state, ex, req, ask.tools, subset, view)
+            if inbound is not None:
+                final = await inbound.render(state, ex, {"model": req.model}, final)
+            ex.completed(200)
             handed_off = True
-            return AccountedResponse(state, ex, content, media_type=media_type, headers=headers)
+            return AccountedResponse(state, ex, orjson.dumps(final), media_type="application/json", headers=headers)
         body = req.render()  # what every upstream gets (per-model fixes in dispatch)
         for second_chance in (False, True):
             ex.admission = Admission(state.limiter, ex.key, plan, ex.task_id, ex.agent)  # type: ignore[arg-type]

@@ -1,17 +1,20 @@
-"""A chat request with `route.mcp`: the context assembler, then the server-side tool loop.
+"""A request with `route.mcp` (chat) or `mcp` tools (Responses): the context assembler, then the
+server-side tool loop.
 
 Each model call of the loop is its own admission against the key (rate limits, budgets,
 deployment capacity), settled to that call's real usage as soon as it answers, so the key's
 spend covers every call. The loop stays on the model that answered first and moves on down the
 plan only if that model fails. The whole loop (model calls, tool calls, why it stopped) is the
-request's decision record; each tool call is also a metric. A streamed request gets the final
-turn as server-sent events once the loop is done.
+request's decision record; each tool call is also a metric. A streamed request runs the same
+loop with streamed model calls (proxy/request/toolloop_stream.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,21 +23,22 @@ import orjson
 
 from proxy.dispatch.dispatcher import Outcome
 from proxy.mcp import context
-from proxy.mcp.loop import Limits, LoopTrace, run_tool_loop
+from proxy.mcp.loop import Limits, LoopEvents, LoopTrace, run_tool_loop
 from proxy.mcp.options import LoopAsk, ToolRequest
-from proxy.mcp.servers import ServerConnection
+from proxy.mcp.servers import ServerConnection, ToolSpec
 from proxy.policy.mcp import McpServer
 from proxy.policy.registry import ModelSpec
-from proxy.providers import sse
 from proxy.providers.base import Usage
 from proxy.request.admission import Admission
 from proxy.request.canonical import CanonicalRequest
 from proxy.request.exchange import Exchange
+from proxy.request.inbound import LoopView
 from proxy.routing.classify import classify
 from proxy.routing.tokens import count_text_tokens
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
+    from proxy.routing.planning import Plan
 
 
 def assemble_context(state: AppState, ex: Exchange, req: CanonicalRequest, ask: LoopAsk) -> tuple[CanonicalRequest, tuple[str, ...] | None]:
@@ -53,11 +57,43 @@ def assemble_context(state: AppState, ex: Exchange, req: CanonicalRequest, ask: 
     return req, context.tool_subset(category, prompts)
 
 
-async def run_chat_tool_loop(
-    state: AppState, ex: Exchange, req: CanonicalRequest, ask: ToolRequest, subset: tuple[str, ...] | None
-) -> tuple[bytes, str, dict[str, str]]:
-    """Run the loop; the reply's body, media type and headers (the caller sends and accounts it)."""
-    assert ex.key is not None and ex.plan is not None
+@dataclasses.dataclass
+class LoopSetup:
+    """One request's loop: its limits, the servers and tools it may use, its first body."""
+
+    state: AppState
+    limits: Limits
+    connections: dict[str, ServerConnection]
+    ephemeral: list[ServerConnection]
+    tools: list[ToolSpec]
+    listed: list[tuple[str, list[ToolSpec], str | None]]  # per server: its offered tools, or why it has none
+    body: dict[str, Any]
+    trace: LoopTrace
+
+    async def run(self, call: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], events: LoopEvents | None) -> dict[str, Any]:
+        state = self.state
+        return await run_tool_loop(
+            call,
+            self.body,
+            self.tools,
+            self.connections,
+            self.limits,
+            self.trace,
+            log_results=state.policy.observability.log_prompts,
+            observe=lambda s, t, o, secs: state.mcp_metrics.tool_call(s, t, o, secs, known=s in state.mcp.connections),
+            events=events,
+        )
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for conn in self.ephemeral:
+                await conn.stop()
+
+
+async def prepare(state: AppState, ex: Exchange, req: CanonicalRequest, ask: ToolRequest, subset: tuple[str, ...] | None) -> LoopSetup:
+    """The tools this key, this request and the context's subset allow, on servers that are
+    connected (a request's URL servers are connected here; `LoopSetup.close` ends them)."""
+    assert ex.key is not None
     policy = state.policy.mcp
     limits = Limits(
         max_depth=min(ask.max_depth or policy.loop.max_depth, policy.loop.max_depth),
@@ -65,57 +101,64 @@ async def run_chat_tool_loop(
         max_result_chars=policy.loop.max_result_chars,
         max_tool_calls=policy.loop.max_tool_calls,
     )
-    ephemeral = [_url_connection(label, url, state) for label, url in ask.urls]
+    ephemeral = [_url_connection(label, url, ask.headers_for(label), state) for label, url in ask.urls]
+    setup = LoopSetup(state, limits, {}, ephemeral, [], [], {}, LoopTrace())
     try:
         for conn in ephemeral:
             conn.start()
         for conn in ephemeral:
             await conn.wait_ready(min(conn.spec.connect_timeout_s, max(0.0, limits.deadline - time.monotonic())))
-        connections = {n: c for n, c in state.mcp.connections.items() if ask.servers is None or n in ask.servers}
-        connections.update({c.name: c for c in ephemeral})
-        key = ex.key
-        tools = [
-            t
-            for t in state.mcp.visible(key.name, key.allows_tool, connections)
-            if context.matches(t.qualified, ask.allowed_tools) and context.matches(t.qualified, subset)
-        ]
-        trace = LoopTrace()
-        ex.tools = trace
-        body = req.render()  # each turn's body: this, plus the turns so far (the loop is not streamed upstream)
-        body.pop("stream", None)
-        body.pop("stream_options", None)
-        calls = ModelCalls(state, ex, trace)
-        final = await run_tool_loop(
-            calls.call,
-            body,
-            tools,
-            connections,
-            limits,
-            trace,
-            log_results=state.policy.observability.log_prompts,
-            observe=lambda s, t, o, secs: state.mcp_metrics.tool_call(s, t, o, secs, known=s in state.mcp.connections),
-        )
+    except BaseException:
+        await setup.close()
+        raise
+    names = ask.servers if ask.servers is not None else tuple(state.mcp.connections)
+    setup.connections = {n: state.mcp.connections[n] for n in names if n in state.mcp.connections}
+    setup.connections.update({c.name: c for c in ephemeral})
+    key = ex.key
+    setup.tools = [
+        t
+        for t in state.mcp.visible(key.name, key.allows_tool, setup.connections)
+        if context.matches(t.qualified, ask.allowed_tools) and context.matches(t.qualified, subset)
+    ]
+    for name, conn in setup.connections.items():
+        if any(fnmatch.fnmatchcase(key.name, p) for p in conn.spec.keys):
+            down = None if conn.up else f"the MCP server {name!r} is unavailable ({conn.last_error or 'not connected'})"
+            setup.listed.append((name, [t for t in setup.tools if t.server == name], down))
+    ex.tools = setup.trace
+    setup.body = req.render()  # each turn's body: this, plus the turns so far
+    setup.body.pop("stream", None)
+    setup.body.pop("stream_options", None)
+    return setup
+
+
+async def run_chat_tool_loop(
+    state: AppState, ex: Exchange, req: CanonicalRequest, ask: ToolRequest, subset: tuple[str, ...] | None, view: LoopView | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run the loop (not streamed); the final chat completion (usage: every call's) and the
+    response headers. `view` sees the servers' tool lists and each tool call (Responses items)."""
+    setup = await prepare(state, ex, req, ask, subset)
+    try:
+        calls = ModelCalls(state, ex, setup.trace)
+        if view is not None:
+            for server, tools, error in setup.listed:
+                view.listed(server, tools, error)
+        final = await setup.run(calls.call, view)
     finally:
-        with anyio.CancelScope(shield=True):
-            for conn in ephemeral:
-                await conn.stop()
+        await setup.close()
     final["model"] = ex.outcome.model.id if ex.outcome.model else final.get("model")
     if ex.usage is not None:
         final["usage"] = ex.usage.as_openai()
-    ex.completed(200)
+    trace = setup.trace
     headers = {
         **ex.response_headers(),
         **calls.limit_headers,
         "x-autoroute-tool-loop": f"{len(trace.model_calls)} model calls, {len(trace.tool_calls)} tool calls, {trace.stopped}",
     }
-    if ex.stream:
-        headers["cache-control"] = "no-cache"
-        return replay_as_events(final, req.include_usage), "text/event-stream", headers
-    return orjson.dumps(final), "application/json", headers
+    return final, headers
 
 
-def _url_connection(label: str, url: str, state: AppState) -> ServerConnection:
-    spec = McpServer(transport="http", url=url, connect_timeout_s=5, call_timeout_s=20)
+def _url_connection(label: str, url: str, headers: dict[str, str], state: AppState) -> ServerConnection:
+    spec = McpServer(transport="http", url=url, headers=headers, connect_timeout_s=5, call_timeout_s=20)
     return ServerConnection(label, spec, state.environ, state.policy.mcp.tools_ttl_s)
 
 
@@ -128,6 +171,14 @@ class ModelCalls:
     trace: LoopTrace
     sticky: list[ModelSpec] | None = None
     limit_headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the last admission's rate-limit headers
+    streamed_chars: int | None = None  # a streamed call's output so far (None: no stream open)
+
+    async def fetch(
+        self, models: list[ModelSpec], body: dict[str, Any], outcome: Outcome, admission: Admission, est: int
+    ) -> tuple[dict[str, Any], Usage | None]:
+        """One model call through dispatch: its chat completion and the provider's usage."""
+        completion = await self.state.dispatcher.complete(models, body, outcome, gate=admission, est_tokens=est)
+        return completion.body, completion.usage
 
     async def call(self, body: dict[str, Any]) -> dict[str, Any]:
         state, ex = self.state, self.ex
@@ -139,21 +190,29 @@ class ModelCalls:
         ex.admission = admission
         outcome = Outcome()
         started = time.monotonic()
+        self.streamed_chars = None
         try:
-            completion = await state.dispatcher.complete(models, body, outcome, gate=admission, est_tokens=est)
+            answer, usage = await self.fetch(models, body, outcome, admission, est)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await admission.finish(None, 0.0, None)  # nothing charged for a call that did not answer
+                if self.streamed_chars is not None and outcome.model is not None:  # a stream cut short: charge what it sent
+                    cut = Usage(plan.input_tokens, (self.streamed_chars + 3) // 4, counted=True)
+                    await self._settle(admission, plan, outcome, cut, started)
+                else:
+                    await admission.finish(None, 0.0, None)  # nothing charged for a call that did not answer
             raise
         finally:
             ex.outcome.attempts.extend(outcome.attempts)
             ex.outcome.upstream_seconds += outcome.upstream_seconds
             ex.outcome.backoff_seconds += outcome.backoff_seconds
-        model = outcome.model
-        assert model is not None
-        usage = completion.usage
         if usage is None or usage.counted:
-            usage = Usage(plan.input_tokens, max(0, (len(orjson.dumps(completion.body.get("choices") or [])) + 3) // 4), counted=True)
+            usage = Usage(plan.input_tokens, max(0, (len(orjson.dumps(answer.get("choices") or [])) + 3) // 4), counted=True)
+        await self._settle(admission, plan, outcome, usage, started)
+        return answer
+
+    async def _settle(self, admission: Admission, plan: Plan, outcome: Outcome, usage: Usage, started: float) -> None:
+        ex, model = self.ex, outcome.model
+        assert model is not None
         cost = model.cost_usd(usage.prompt_tokens, usage.completion_tokens)
         self.limit_headers = admission.headers
         with anyio.CancelScope(shield=True):
@@ -174,26 +233,3 @@ class ModelCalls:
                 "seconds": round(time.monotonic() - started, 6),
             }
         )
-        return completion.body
-
-
-def replay_as_events(final: dict[str, Any], include_usage: bool) -> bytes:
-    """The final turn as chat.completion.chunk events (the loop's earlier turns are not streamed)."""
-    base = {"id": final.get("id"), "object": "chat.completion.chunk", "created": final.get("created"), "model": final.get("model")}
-    out: list[bytes] = []
-    for choice in final.get("choices") or ():
-        i, message = choice.get("index", 0), choice.get("message") or {}
-        out.append(sse.encode({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}))
-        text = message.get("content") or ""
-        for start in range(0, len(text), 64):
-            out.append(
-                sse.encode({**base, "choices": [{"index": i, "delta": {"content": text[start : start + 64]}, "finish_reason": None}]})
-            )
-        calls = [{**c, "index": n} for n, c in enumerate(message.get("tool_calls") or ())]
-        if calls:
-            out.append(sse.encode({**base, "choices": [{"index": i, "delta": {"tool_calls": calls}, "finish_reason": None}]}))
-        out.append(sse.encode({**base, "choices": [{"index": i, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}]}))
-    if include_usage and final.get("usage"):
-        out.append(sse.encode({**base, "choices": [], "usage": final["usage"]}))
-    out.append(sse.DONE)
-    return b"".join(out)
