@@ -132,7 +132,14 @@ class Limiter:
 
     # ------------------------------------------------------------------ store access
     async def _call(self, op: str, fn: Callable[[], Any]) -> Any:
-        return await self.guard.call(op, fn)
+        if not self.scripts.in_process:
+            return await self.guard.call(op, fn)
+        # in-process (the embedded store): no connection to queue for, no wire to time out or fail
+        started = time.perf_counter()
+        result = await fn()
+        if self.guard.on_store_call is not None:
+            self.guard.on_store_call(op, time.perf_counter() - started, failure=None)
+        return result
 
     # ------------------------------------------------------------------ admission
     async def reserve(

@@ -11,6 +11,7 @@ key is touched and by a sweep once a minute (so nothing outlives its TTL, as on 
 
 Atomicity: every call runs to completion without awaiting, on the event loop's one thread.
 Time: `time.time()` (the process clock) unless the call fixes `now` (tests); Lua uses Redis TIME.
+Key expiry always runs on `clock` (Redis: on the server's clock, whatever time a script is given).
 Units as in the Lua headers: ms, integer nano-USD, integer tokens.
 """
 
@@ -66,21 +67,26 @@ class ZSet:
 
 
 class LocalScripts:
+    in_process = True
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.data: dict[str, Any] = {}
         self.expires: dict[str, int] = {}  # key name -> expiry, ms
-        self.now = 0  # the latest time of a call (reads and sweeps judge expiry by it)
+        self.now = 0  # the process clock at the latest call, ms (key expiry is judged by it)
         self._swept = 0
 
     # ------------------------------------------------------------------ the keyspace
     def _at(self, p: dict[str, Any]) -> int:
-        now: int = p["now"] if "now" in p else int(self.clock() * 1000)  # lib.lua clock_ms
-        if now > self.now:
-            self.now = now
+        """The call's time in ms (lib.lua clock_ms). Key expiry runs on the process clock even when
+        the call fixes `now`, as Redis TTLs run on the server's clock whatever a script is told."""
+        self._tick()
+        return p["now"] if "now" in p else self.now
+
+    def _tick(self) -> None:
+        self.now = int(self.clock() * 1000)
         if self.now - self._swept >= SWEEP_EVERY_MS:
             self.sweep()
-        return now
 
     def sweep(self) -> None:
         self._swept = self.now
@@ -167,6 +173,7 @@ class LocalScripts:
 
     # ------------------------------------------------------------------ usage reads (admin API)
     async def read(self, reads: list[tuple[str, ...]]) -> list[Any]:
+        self._tick()
         out: list[Any] = []
         for command, name, *args in reads:
             v = self._get(name)
@@ -183,6 +190,7 @@ class LocalScripts:
         return out
 
     async def delete(self, names: list[str]) -> None:
+        self._tick()
         for name in names:
             self._drop(name)
 
@@ -191,10 +199,12 @@ class LocalScripts:
 
     def ttl_ms(self, name: str) -> int | None:
         """Time to live of a key (None: no such key, -1: no expiry), like PTTL; for tests."""
+        self._tick()
         if self._get(name) is None:
             return None
         at = self.expires.get(name)
         return -1 if at is None else at - self.now
 
     def names(self) -> list[str]:
+        self._tick()
         return [n for n in list(self.data) if self._get(n) is not None]

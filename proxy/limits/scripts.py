@@ -29,6 +29,8 @@ Read = tuple[str, ...]
 
 
 class Scripts(Protocol):
+    in_process: bool  # True: calls cannot fail on a wire (the limiter skips the store guard)
+
     async def admit(self, keys: list[str], params: dict[str, Any]) -> dict[str, Any]:
         """admit.lua: check every limit of the sections given, then reserve in all, or in none."""
         ...
@@ -54,6 +56,8 @@ class Scripts(Protocol):
 
 class LuaScripts:
     """The contract on Redis: one EVALSHA per call (EVAL after a NOSCRIPT)."""
+
+    in_process = False
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
