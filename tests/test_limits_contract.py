@@ -121,6 +121,26 @@ async def test_the_in_process_store_forgets_expired_keys() -> None:
 # ---------------------------------------------------------------------------- one sequence, both stores
 
 
+class Recording:
+    """An implementation of the contract that keeps every admit and spent reply it passes on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.in_process = inner.in_process
+        self.replies: list[dict[str, Any]] = []
+
+    async def admit(self, keys: list[str], params: dict[str, Any]) -> dict[str, Any]:
+        self.replies.append(await self.inner.admit(keys, params))
+        return self.replies[-1]
+
+    async def spent(self, keys: list[str], params: dict[str, Any]) -> dict[str, Any]:
+        self.replies.append(await self.inner.spent(keys, params))
+        return self.replies[-1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def _outcome(result: Any) -> Any:
     if isinstance(result, Reservation):
         return ("ok", result.headers, {p: round(v, 9) for p, v in result.budget_left_usd.items()})
@@ -128,12 +148,16 @@ def _outcome(result: Any) -> Any:
 
 
 async def test_one_random_sequence_gets_the_same_answers_from_both(redis_url: str) -> None:
-    """Lua on Redis and in-process, same clock, same calls: every reply, read and header equal."""
+    """Lua on Redis and in-process, same clock, same calls: every reply (the scripts' own JSON),
+    read and header equal."""
     real = connect_redis(redis_url.rsplit("/", 1)[0] + f"/{CONTRACT_DB}", timeout_s=5.0)
     await real.flushdb()
     clock = Clock()
     policy: dict[str, Any] = {"reservation_ttl_s": 40, "task": TaskBudget(max_cost_usd=0.6, max_tokens=5000)}
     lims = [make_limiter(real, clock, **policy), make_limiter(embedded_store(), clock, **policy)]
+    recorders = [Recording(lim.scripts) for lim in lims]
+    for lim, recorder in zip(lims, recorders, strict=True):
+        lim.scripts = recorder
     keys = [key(id="k1", rpm=6, tpm=4000, budget_usd_day=1.5, budget_usd_total=3.0), key(id="k2", budget_usd_month=0.8),
             key(id="k3", rpm=3, task_max_tokens=2000)]  # fmt: skip
     deps = [None, dep(id="d1", rpm=8, tpm=5000, max_concurrent=3), dep(id="d2", max_concurrent=2)]
@@ -170,6 +194,8 @@ async def test_one_random_sequence_gets_the_same_answers_from_both(redis_url: st
                     reads = [(await lim.budget_remaining_usd(k, "t1"), await lim.usage.key_usage(k.id)) for lim in lims]
                     assert reads[0] == reads[1], step
                 assert await lims[0].usage.agent_usage("bot") == await lims[1].usage.agent_usage("bot")
+            assert recorders[0].replies == recorders[1].replies, step
+        assert sum(len(r.replies) for r in recorders) > 400
     finally:
         await real.flushdb()
         await real.aclose()
