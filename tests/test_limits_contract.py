@@ -18,9 +18,10 @@ import pytest
 from proxy.limits.format import DeploymentBusy, KeyBudgetExceeded, KeyRateLimited
 from proxy.limits.limiter import Limiter, Reservation
 from proxy.limits.local import LocalScripts
-from proxy.limits.scripts import scripts_of
-from proxy.limits.store import connect_redis, embedded_store
+from proxy.limits.scripts import LuaScripts, scripts_of
+from proxy.limits.store import connect_redis, create_redis, embedded_store
 from proxy.policy.limits import LimitsPolicy, TaskBudget
+from tests.conftest import make_settings
 from tests.support.limiting import CONTRACT_DB, Clock, admit, clock, dep, key, make_limiter, redis  # noqa: F401  (fixtures)
 
 REFUSALS = (KeyRateLimited, KeyBudgetExceeded, DeploymentBusy)
@@ -101,6 +102,14 @@ async def test_a_task_budget_counts_reserved_and_settled_tokens_and_cost(redis: 
     with pytest.raises(KeyBudgetExceeded) as info:
         await admit(lim, k, tokens=1, cost=0.01, task_id="t")
     assert info.value.limit == "task_budget"
+
+
+async def test_store_creation_picks_the_implementation(redis_url: str) -> None:
+    embedded = create_redis(make_settings(), LimitsPolicy())  # no REDIS_URL: `make run`
+    assert isinstance(Limiter(embedded, LimitsPolicy()).scripts, LocalScripts)
+    real = create_redis(make_settings(redis_url=redis_url), LimitsPolicy())
+    assert isinstance(Limiter(real, LimitsPolicy()).scripts, LuaScripts)
+    await real.aclose()
 
 
 async def test_the_in_process_store_forgets_expired_keys() -> None:
