@@ -1,4 +1,5 @@
-"""Admission cost: microseconds per reserve + settle, on a real Redis and on the embedded store.
+"""Admission cost: microseconds per reserve + settle, on a real Redis, on the embedded store (the
+admission contract in-process) and on fakeredis + Lua (the embedded store before issue 15).
 
     PYTHONPATH=. .venv/bin/python scripts/bench_limits.py [--url redis://127.0.0.1:6379/0] [-n 2000]
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from proxy.keys.store import EPOCH, KeyRecord
 from proxy.limits.limiter import Limiter
-from proxy.limits.store import connect_redis, embedded_redis
+from proxy.limits.store import connect_redis, embedded_redis, embedded_store
 from proxy.policy.limits import LimitsPolicy, TaskBudget
 from proxy.policy.registry import Deployment
 
@@ -86,7 +87,8 @@ async def main() -> None:
         async for name in real.scan_iter(match=f"{prefix}:*", count=1000):
             await real.delete(name)
         await real.aclose()
-    await bench("embedded store (fakeredis + lupa)", embedded_redis(), max(args.n // 4, 200), prefix)
+    await bench("embedded store (in-process)", embedded_store(), args.n, prefix)
+    await bench("fakeredis + Lua (lupa)", embedded_redis(), max(args.n // 4, 200), prefix)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Limiter on the embedded store (fakeredis + Lua): rate limits, reservations, deployments, usage."""
+"""The limiter: rate limits, reservations, deployments, usage. Every test that takes `redis`
+runs on both implementations of the admission contract (Lua on Redis, in-process)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from proxy.limits.format import (
     rate_limit_headers,
 )
 from proxy.policy.limits import TaskBudget
-from tests.support.limiting import Clock, admit, clock, dep, key, make_limiter, redis  # noqa: F401  (clock, redis: fixtures)
+from tests.support.limiting import Clock, admit, clock, dep, fake_redis, key, make_limiter, redis, store_names, store_ttl_s  # noqa: F401  (clock, redis: fixtures)
 
 # ---------------------------------------------------------------------------- formats
 
@@ -166,10 +167,10 @@ async def test_every_store_key_has_a_ttl(redis: Any, clock: Clock) -> None:
         res = await admit(lim, k, d, cost=0.1, task_id="t1", agent="agent-a")
         if i:
             await lim.settle(res, input_tokens=10, output_tokens=5, cost_usd=0.05)
-    names = await redis.keys("*")
+    names = await store_names(redis)
     assert len(names) >= 14
     for name in names:
-        assert await redis.ttl(name) > 0, name
+        assert await store_ttl_s(redis, name) > 0, name
         assert name.startswith("ar:{")
 
 
@@ -273,8 +274,8 @@ async def test_usage_per_key_model_day_month_and_agent(redis: Any, clock: Clock)
     assert usage["day"]["requests"] == 0 and usage["month"]["requests"] == 3
 
 
-async def test_unlimited_key_without_deployment_limits_needs_no_store_round_trip(redis: Any, clock: Clock) -> None:
-    lim = make_limiter(redis, clock, on_store_error="fail_closed")
-    redis.connection_pool.connection_kwargs["server"].connected = False
+async def test_unlimited_key_without_deployment_limits_needs_no_store_round_trip(fake_redis: Any, clock: Clock) -> None:
+    lim = make_limiter(fake_redis, clock, on_store_error="fail_closed")
+    fake_redis.connection_pool.connection_kwargs["server"].connected = False
     res = await admit(lim, key(), dep(), cost=1.0)
     assert not res.degraded and res.headers == {}

@@ -1,4 +1,6 @@
-"""Limiter on the embedded store (fakeredis + Lua): budgets, task budgets, store failures, the SDK."""
+"""The limiter: budgets, task budgets, store failures, the SDK. Every test that takes `redis` runs
+on both implementations of the admission contract (Lua on Redis, in-process); the store-failure
+tests use fakeredis with Lua (`fake_redis`), whose server they disconnect."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from proxy.errors import BudgetExceeded, StoreUnavailable
 from proxy.limits.format import KeyBudgetExceeded, KeyRateLimited
 from proxy.limits.limiter import Limiter
 from proxy.policy.limits import LimitsPolicy, TaskBudget
-from tests.support.limiting import Clock, admit, clock, key, make_limiter, redis  # noqa: F401  (clock, redis: fixtures)
+from tests.support.limiting import Clock, admit, clock, fake_redis, key, make_limiter, redis, store_names  # noqa: F401  (fixtures)
 
 # ---------------------------------------------------------------------------- budgets
 
@@ -109,7 +111,7 @@ async def test_task_token_budget(redis: Any, clock: Clock) -> None:
 async def test_odd_task_ids_are_digested_into_the_key_name(redis: Any, clock: Clock) -> None:
     lim = make_limiter(redis, clock, task=TaskBudget(max_cost_usd=0.1, max_tokens=None))
     await admit(lim, key(), cost=0.05, task_id="x" * 500 + "{}")
-    names = [n for n in await redis.keys("*:t:*")]
+    names = await store_names(redis, "*:t:*")
     assert names and all(len(n) < 100 and "{}" not in n.split("}", 1)[1] for n in names)
 
 
@@ -120,48 +122,48 @@ def _disconnect(redis: Any, connected: bool) -> None:
     redis.connection_pool.connection_kwargs["server"].connected = connected
 
 
-async def test_fail_closed_answers_503_then_recovers(redis: Any, clock: Clock) -> None:
+async def test_fail_closed_answers_503_then_recovers(fake_redis: Any, clock: Clock) -> None:
     errors: list[str] = []
-    lim = Limiter(redis, LimitsPolicy(on_store_error="fail_closed"), clock=clock, retry_interval_s=0.0,
+    lim = Limiter(fake_redis, LimitsPolicy(on_store_error="fail_closed"), clock=clock, retry_interval_s=0.0,
                   on_store_error=lambda op, exc: errors.append(op))  # fmt: skip
     k = key(rpm=1)
-    _disconnect(redis, False)
+    _disconnect(fake_redis, False)
     with pytest.raises(StoreUnavailable) as info:
         await admit(lim, k)
     assert info.value.status == 503 and info.value.body()["error"]["code"] == "limits_store_unavailable"
     with pytest.raises(StoreUnavailable):
         await lim.budget_remaining_usd(key(budget_usd_day=1))
     assert errors == ["reserve", "read"] and lim.stats.fail_closed_rejections == 1
-    _disconnect(redis, True)
+    _disconnect(fake_redis, True)
     await admit(lim, k)
     with pytest.raises(KeyRateLimited):
         await admit(lim, k)
 
 
-async def test_fail_open_admits_unreserved_counts_and_recovers(redis: Any, clock: Clock) -> None:
-    lim = make_limiter(redis, clock, on_store_error="fail_open")
+async def test_fail_open_admits_unreserved_counts_and_recovers(fake_redis: Any, clock: Clock) -> None:
+    lim = make_limiter(fake_redis, clock, on_store_error="fail_open")
     k = key(rpm=1)
-    _disconnect(redis, False)
+    _disconnect(fake_redis, False)
     res = [await admit(lim, k) for _ in range(3)]
     assert all(r.degraded and r.headers == {} for r in res)
     assert lim.stats.fail_open_admissions == 3 and lim.stats.store_errors == 3
     assert await lim.budget_remaining_usd(key(budget_usd_day=1)) is None
     await lim.settle(res[0], input_tokens=1, output_tokens=1, cost_usd=0)  # never raises
     assert lim.stats.lost_settlements == 1
-    _disconnect(redis, True)
+    _disconnect(fake_redis, True)
     ok = await admit(lim, k)
     assert not ok.degraded and ok.headers["x-ratelimit-remaining-requests"] == "0"
     with pytest.raises(KeyRateLimited):
         await admit(lim, k)
 
 
-async def test_breaker_skips_the_store_for_the_retry_interval(redis: Any, clock: Clock) -> None:
+async def test_breaker_skips_the_store_for_the_retry_interval(fake_redis: Any, clock: Clock) -> None:
     calls: list[str] = []
-    lim = Limiter(redis, LimitsPolicy(on_store_error="fail_open"), clock=clock, retry_interval_s=3600,
+    lim = Limiter(fake_redis, LimitsPolicy(on_store_error="fail_open"), clock=clock, retry_interval_s=3600,
                   on_store_error=lambda op, exc: calls.append(op))  # fmt: skip
-    _disconnect(redis, False)
+    _disconnect(fake_redis, False)
     await admit(lim, key(rpm=1))
-    _disconnect(redis, True)
+    _disconnect(fake_redis, True)
     res = await admit(lim, key(rpm=1))  # store back, but within the retry interval: not tried
     assert res.degraded and calls == ["reserve"] and lim.stats.fail_open_admissions == 2
 

@@ -19,7 +19,8 @@ from tests.support.limiting import Clock, admit, key, make_limiter
 
 
 class SlowStore:
-    """The embedded store, with every script call taking `delay` seconds of waiting (not CPU)."""
+    """fakeredis running the Lua scripts (a Redis, as the limiter sees it), with every script call
+    taking `delay` seconds of waiting (not CPU)."""
 
     def __init__(self, delay: float = 0.01) -> None:
         self.inner = embedded_redis()

@@ -1,6 +1,7 @@
 """How the limiter calls its store: a queue slot, an outer timeout, and the fail-mode switch.
 
-`StoreGuard.call(op, fn)` runs one store call:
+`StoreGuard.call(op, fn)` runs one store call (on Redis; the embedded store's in-process calls
+cannot queue, time out or fail on a wire, so the limiter runs them directly):
 
 1. It takes a slot of the process's `StoreGate` (`proxy/limits/store.py`): a burst queues
    there. Admission and reads wait at most the gate's `wait_s` (then `StoreBusy`, a 503 with

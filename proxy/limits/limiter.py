@@ -29,7 +29,9 @@ so a crash between reserve and settle cannot leak: the entry expires after
 Task budgets (X-Task-Id, scoped to the key) use the same scheme in the task's hash.
 
 Time is the Redis server's clock (TIME in the script), so replicas with skewed clocks share one
-window. Day and month boundaries are UTC from this process's clock.
+window; the embedded store (one process) uses this process's clock. Day and month boundaries are
+UTC from this process's clock. The checks themselves are the admission contract
+(`proxy/limits/scripts.py`): Lua on Redis, or the same logic in-process for the embedded store.
 
 Guarantee ("holds exactly"), per key and per deployment, while the store is reachable:
 - Requests: at most `rpm` admissions in any window of 60 s. Released requests keep their slot
@@ -45,7 +47,7 @@ Guarantee ("holds exactly"), per key and per deployment, while the store is reac
   stopped by a USD budget. A reservation that expires unsettled (a crash, or a call longer than
   reservation_ttl_s) stops counting, and any spend it had is never recorded.
 - Atomicity across key and deployment: on one Redis node (or the embedded store) one script
-  call checks and reserves both. On Redis Cluster (`per_slot=True`) the key's section runs first
+  call checks and reserves both (in-process: one call that never awaits). On Redis Cluster (`per_slot=True`) the key's section runs first
   on its slot, then the deployment's on its slot; if the deployment refuses, the key's
   reservation is removed again (compensation). Each slot's limits still hold exactly; the only
   effect of the split is that a concurrent request of the same key may be refused during that
@@ -68,7 +70,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from proxy.errors import StoreUnavailable
@@ -76,7 +77,8 @@ from proxy.keys.store import KeyRecord
 from proxy.limits.format import NUSD_PER_USD, RejectionContext, next_period_start, rate_limit_headers, rejection_error
 from proxy.limits.guard import LimiterStats, StoreFailure, StoreGuard
 from proxy.limits.reservation import Reservation, usd_to_nusd
-from proxy.limits.store import gate_of, load_script
+from proxy.limits.scripts import scripts_of
+from proxy.limits.store import gate_of
 from proxy.limits.usage import DAY_RETENTION, MONTH_RETENTION, TOTAL_TTL_S, StoreLayout, UsageStore, task_name
 from proxy.policy.limits import LimitsPolicy
 from proxy.policy.registry import Deployment
@@ -112,14 +114,11 @@ class Limiter:
             fail_mode=policy.on_store_error, stats=self.stats, on_store_error=on_store_error, on_store_call=on_store_call,
         )  # fmt: skip
         self.layout = StoreLayout(prefix)
-        self.usage = UsageStore(redis, self.layout, self._now_s)
-        self._admit = load_script("admit")
-        self._settle = load_script("settle")
-        self._spent = load_script("spent")
+        self.scripts = scripts_of(redis)  # Lua on Redis, or in-process for the embedded store
+        self.usage = UsageStore(self.scripts, self.layout, self._now_s)
 
     async def register_scripts(self) -> None:
-        for script in (self._admit, self._settle, self._spent):
-            await script.register(self.redis)
+        await self.scripts.register()
 
     def _now_s(self) -> float:
         return self.clock() if self.clock else time.time()
@@ -133,10 +132,14 @@ class Limiter:
 
     # ------------------------------------------------------------------ store access
     async def _call(self, op: str, fn: Callable[[], Any]) -> Any:
-        return await self.guard.call(op, fn)
-
-    async def _script(self, script: Any, keys: list[str], params: dict[str, Any]) -> Any:
-        return await script(self.redis, keys, [orjson.dumps(params).decode()])
+        if not self.scripts.in_process:
+            return await self.guard.call(op, fn)
+        # in-process (the embedded store): no connection to queue for, no wire to time out or fail
+        started = time.perf_counter()
+        result = await fn()
+        if self.guard.on_store_call is not None:
+            self.guard.on_store_call(op, time.perf_counter() - started, failure=None)
+        return result
 
     # ------------------------------------------------------------------ admission
     async def reserve(
@@ -228,13 +231,13 @@ class Limiter:
         if not self.per_slot or len(sections) == 1:
             keys = [k for _, names, _ in sections for k in names]
             params = {**base, **{name: part for name, _, part in sections}}
-            return orjson.loads(await self._call("reserve", lambda: self._script(self._admit, keys, params)))
+            return await self._call("reserve", lambda: self.scripts.admit(keys, params))
         (_, kkeys, kpart), (_, dkeys, dpart) = sections
         kparams, dparams = {**base, "k": kpart}, {**base, "d": dpart}
-        result = orjson.loads(await self._call("reserve", lambda: self._script(self._admit, kkeys, kparams)))
+        result = await self._call("reserve", lambda: self.scripts.admit(kkeys, kparams))
         if not result["ok"]:
             return result
-        dres = orjson.loads(await self._call("reserve", lambda: self._script(self._admit, dkeys, dparams)))
+        dres = await self._call("reserve", lambda: self.scripts.admit(dkeys, dparams))
         if dres["ok"]:
             return result
         await self._release_parts(res, key_side=True, dep_side=False, drop=True)
@@ -328,7 +331,7 @@ class Limiter:
             calls = [([k for keys, _ in sections for k in keys], merged)]
         try:
             for keys, params in calls:
-                await self._call(op, functools.partial(self._script, self._settle, keys, params))
+                await self._call(op, functools.partial(self.scripts.settle, keys, params))
         except StoreFailure:
             self.stats.lost_settlements += 1
 
@@ -346,7 +349,7 @@ class Limiter:
         params = {"now": int(self.clock() * 1000)} if self.clock else {}
         keys = self.layout.key_keys(key.id, task, day, month)
         try:
-            spent = orjson.loads(await self._call("read", lambda: self._script(self._spent, keys, params)))
+            spent = await self._call("read", lambda: self.scripts.spent(keys, params))
         except StoreFailure:
             if self.policy.on_store_error == "fail_open":
                 return None

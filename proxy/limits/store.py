@@ -23,13 +23,16 @@ Owns how the process talks to Redis, nothing about what it stores (that is `limi
   connection is load, not an outage: it never trips the fail mode (only a command that fails
   or times out on the wire does). A wait that runs out is a 503 `limits_store_busy` with
   Retry-After, and the store is not marked down.
-- Without one: an embedded, in-process fakeredis with Lua (lupa). It runs the same scripts,
-  but it lives in this process only: several workers or replicas would each have their own
-  limits. The app must log that at start-up (`describe()` gives the sentence).
+- Without one: the embedded store, in this process only (several workers or replicas would each
+  have their own limits; the app logs that at start-up, `describe()` gives the sentence).
+  Admission, settlement and budget reads (the hot path) run in-process on plain dicts
+  (`proxy/limits/local.py`, the same contract as the Lua scripts: `proxy/limits/scripts.py`),
+  with no Lua and no Redis emulation; key records and the decision stream use an in-process
+  fakeredis (`embedded_redis()`), which is off the per-request path once a key is cached.
 
 The client is built with `decode_responses=True`; callers in this package also accept bytes.
 
-Lua scripts live in `proxy/limits/lua/*.lua` (package data). `load_script(name)` reads one;
+Lua scripts (the Redis implementation) live in `proxy/limits/lua/*.lua` (package data). `load_script(name)` reads one;
 `LuaScript.__call__` runs it by EVALSHA and falls back to EVAL on NOSCRIPT (a restarted or
 failed-over Redis has an empty script cache; EVAL also re-caches it there).
 """
@@ -53,6 +56,7 @@ from redis.exceptions import (
     NoScriptError,
 )
 
+from proxy.limits.local import LocalScripts
 from proxy.policy.limits import LimitsPolicy
 from proxy.settings import Settings
 from proxy.store import (  # noqa: F401  (re-exported: the store's one import point for limits and tests)
@@ -70,13 +74,15 @@ from proxy.store import (  # noqa: F401  (re-exported: the store's one import po
 HEALTH_CHECK_INTERVAL_S = 10
 POOL_HEADROOM = 8  # pool connections beyond the gate: admin reads, the decision writer, /readyz
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+SCRIPTS_ATTR = "autoroute_scripts"  # the admission contract's implementation, when not Lua on this client
 
 
 def create_redis(settings: Settings, limits: LimitsPolicy) -> Any:
-    """A Redis (or Redis Cluster) client for `settings.redis_url`, or an embedded fakeredis when it is unset."""
+    """A Redis (or Redis Cluster) client for `settings.redis_url`; when it is unset, the embedded
+    store: a fakeredis for key records and decisions, with the admission contract in-process."""
     size, wait = settings.redis_max_connections, settings.redis_pool_wait_s
     client = (
-        embedded_redis()
+        embedded_store()
         if settings.redis_url is None
         else connect_redis(settings.redis_url.get_secret_value(), timeout_s=limits.store_timeout_s, max_connections=size)
     )
@@ -146,8 +152,16 @@ def connect_cluster(url: str, *, timeout_s: float, max_connections: int = MAX_CO
 
 
 def embedded_redis() -> Redis:
-    """An in-process fakeredis with its own server: one process only."""
+    """An in-process fakeredis with its own server: one process only (it runs the Lua scripts too)."""
     return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+
+
+def embedded_store() -> Redis:
+    """The embedded store: `embedded_redis()` for key records and decisions, and the admission
+    contract in-process (`LocalScripts`, read back by `proxy/limits/scripts.py` scripts_of)."""
+    client = embedded_redis()
+    setattr(client, SCRIPTS_ATTR, LocalScripts())
+    return client
 
 
 def is_embedded(redis: Any) -> bool:

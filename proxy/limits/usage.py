@@ -67,8 +67,8 @@ class StoreLayout:
 class UsageStore:
     """Usage reads and resets for the admin API."""
 
-    def __init__(self, redis: Any, layout: StoreLayout, now_s: Callable[[], float]) -> None:
-        self.redis = redis
+    def __init__(self, store: Any, layout: StoreLayout, now_s: Callable[[], float]) -> None:
+        self.store = store  # proxy/limits/scripts.py Scripts: Redis, or the embedded in-process store
         self.layout = layout
         self.now_s = now_s
         self._periods: tuple[int, tuple[str, str, datetime]] | None = None
@@ -89,13 +89,8 @@ class UsageStore:
         """Requests, tokens and USD of the current UTC day and month (with a by-model split)."""
         day, month, _ = self.periods()
         w, _, _, ps, ud, um, spend, _, _ = self.layout.key_keys(key_id, None, day, month)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(ud)
-        pipe.hgetall(um)
-        pipe.get(spend)
-        pipe.hget(ps, "nusd")
-        pipe.zcard(w)
-        d, m, total, pending, in_window = await pipe.execute()
+        reads = [("hgetall", ud), ("hgetall", um), ("get", spend), ("hget", ps, "nusd"), ("zcard", w)]
+        d, m, total, pending, in_window = await self.store.read(reads)
         return {
             "key_id": key_id,
             "day": _usage(day, d),
@@ -108,21 +103,18 @@ class UsageStore:
     async def agent_usage(self, agent: str) -> dict[str, Any]:
         day, month, _ = self.periods()
         kd, km = self.layout.agent_keys(agent, day, month)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(kd)
-        pipe.hgetall(km)
-        d, m = await pipe.execute()
+        d, m = await self.store.read([("hgetall", kd), ("hgetall", km)])
         return {"agent": agent, "day": _usage(day, d), "month": _usage(month, m)}
 
     async def reset_key(self, key_id: str) -> None:
         """Forget a key's rate window and its day, month and total spend (not reservations in flight)."""
         day, month, _ = self.periods()
         w, ws, _, _, ud, um, spend, _, _ = self.layout.key_keys(key_id, None, day, month)
-        await self.redis.delete(w, ws, ud, um, spend)
+        await self.store.delete([w, ws, ud, um, spend])
 
     async def reset_agent(self, agent: str) -> None:
         day, month, _ = self.periods()
-        await self.redis.delete(*self.layout.agent_keys(agent, day, month))
+        await self.store.delete(self.layout.agent_keys(agent, day, month))
 
 
 _FIELDS = {"req": "requests", "in": "input_tokens", "out": "output_tokens", "nusd": "cost_usd"}

@@ -51,7 +51,7 @@ class AppState:
     upstreams: Upstreams
     litellm: LazyLitellm
     dispatcher: Dispatcher
-    redis: Any  # redis.asyncio.Redis, or the embedded fakeredis
+    redis: Any  # redis.asyncio.Redis, or the embedded store (fakeredis; admission runs in-process)
     keys: KeyStore
     limiter: Limiter
     metrics: Metrics

@@ -1,7 +1,14 @@
-"""Shared pieces of the limiter tests: a settable clock, the embedded store, and builders."""
+"""Shared pieces of the limiter tests: a settable clock, the stores, and builders.
+
+`redis` is the admission contract's two implementations (`proxy/limits/scripts.py`): every test
+that takes it runs twice, on Lua in the tests' own redis-server (`lua`, a private db flushed
+around each test) and in-process (`local`, the embedded store). `fake_redis` is fakeredis with
+Lua, whose server the store-failure tests can disconnect.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +16,9 @@ import pytest
 
 from proxy.keys.store import EPOCH, KeyRecord
 from proxy.limits.limiter import Limiter, Reservation
-from proxy.limits.store import embedded_redis
+from proxy.limits.local import LocalScripts
+from proxy.limits.scripts import scripts_of
+from proxy.limits.store import connect_redis, embedded_redis, embedded_store
 from proxy.policy.limits import LimitsPolicy, TaskBudget
 from proxy.policy.registry import Deployment
 
@@ -32,11 +41,48 @@ def clock() -> Clock:
     return Clock()
 
 
+CONTRACT_DB = 11  # the lua variant's private database on the session's redis-server
+IMPLEMENTATIONS = ["lua", "local"]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def redis(request: pytest.FixtureRequest) -> Any:
+    """A store client whose Limiter runs the contract in Lua on Redis, or in-process."""
+    if request.param == "local":
+        r = embedded_store()
+    else:
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{CONTRACT_DB}"
+        r = connect_redis(url, timeout_s=5.0)
+        await r.flushdb()
+    yield r
+    if request.param == "lua":
+        await r.flushdb()
+    await r.aclose()
+
+
 @pytest.fixture
-async def redis() -> Any:
+async def fake_redis() -> Any:
+    """fakeredis with Lua: its server can be disconnected to fake a store outage."""
     r = embedded_redis()
     yield r
     await r.aclose()
+
+
+async def store_names(redis: Any, pattern: str = "*") -> list[str]:
+    """The limit keys held (the in-process store: its own keyspace; Redis: KEYS)."""
+    scripts = scripts_of(redis)
+    if isinstance(scripts, LocalScripts):
+        return [n for n in scripts.names() if fnmatch.fnmatchcase(n, pattern)]
+    return list(await redis.keys(pattern))
+
+
+async def store_ttl_s(redis: Any, name: str) -> float:
+    """A key's time to live in seconds (-1: none, -2: no such key), as TTL says."""
+    scripts = scripts_of(redis)
+    if isinstance(scripts, LocalScripts):
+        ms = scripts.ttl_ms(name)
+        return -2 if ms is None else -1 if ms < 0 else ms / 1000
+    return float(await redis.pttl(name)) / 1000 if await redis.exists(name) else -2
 
 
 def make_limiter(redis: Any, clock: Clock, per_slot: bool = False, **policy: Any) -> Limiter:

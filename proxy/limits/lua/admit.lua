@@ -179,11 +179,11 @@ if k then
     end
   end
   if prev.p and redis.call('ZREM', KEYS[3], prev.p) == 1 then
-    redis.call('HINCRBY', KEYS[4], 'nusd', -part(prev.p, 1))
+    redis.call('HINCRBY', KEYS[4], 'nusd', 0 - part(prev.p, 1))
   end
   if prev.t and redis.call('ZREM', KEYS[9], prev.t) == 1 then
-    redis.call('HINCRBY', KEYS[8], 'pnusd', -part(prev.t, 1))
-    redis.call('HINCRBY', KEYS[8], 'ptok', -part(prev.t, 2))
+    redis.call('HINCRBY', KEYS[8], 'pnusd', 0 - part(prev.t, 1))
+    redis.call('HINCRBY', KEYS[8], 'ptok', 0 - part(prev.t, 2))
   end
   if k.rpm or k.tpm then
     redis.call('ZADD', KEYS[1], score, k.wm)

@@ -4,6 +4,9 @@ each script, so a script is still one EVAL (Redis scripts cannot load modules).
   clock_ms(p)   p.now if the caller fixed the time (tests), else the Redis server's clock in ms
   num(v)        a number, or 0 for nil / non-numeric
   part(m, i)    the i-th number after the rid in a member "rid|a|b" (i = 1 for a)
+
+Negate as `0 - x`, never `-x`: -0 is sent to Redis as "-0", which HINCRBY/INCRBY refuse ("value
+is not an integer"), e.g. when settling a task's free (0 nano-USD) reservation.
 ]]
 
 local function clock_ms(p)

@@ -50,11 +50,11 @@ if k then
   base = 9
   rewrite_window(KEYS[1], KEYS[2], k.w, k.nw, k.tok, k.drop)
   if k.p and redis.call('ZREM', KEYS[3], k.p) == 1 then
-    redis.call('HINCRBY', KEYS[4], 'nusd', -part(k.p, 1))
+    redis.call('HINCRBY', KEYS[4], 'nusd', 0 - part(k.p, 1))
   end
   if k.t and redis.call('ZREM', KEYS[9], k.t) == 1 then
-    redis.call('HINCRBY', KEYS[8], 'pnusd', -part(k.t, 1))
-    redis.call('HINCRBY', KEYS[8], 'ptok', -part(k.t, 2))
+    redis.call('HINCRBY', KEYS[8], 'pnusd', 0 - part(k.t, 1))
+    redis.call('HINCRBY', KEYS[8], 'ptok', 0 - part(k.t, 2))
   end
   local use = k.use
   if use then
