@@ -27,6 +27,8 @@ CONVERSATIONS = [
     [SYSTEM, {"role": "user", "content": "Hi"}],
     [SYSTEM, {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
      {"role": "user", "content": "Héllo, 世界 \u2028 ok"}],
+    [{"role": "system", "content": "  padded  "}, {"role": "user", "content": "a  "}, {"role": "assistant", "content": "b "},
+     {"role": "user", "content": "x\n\n"}],
 ]  # fmt: skip
 PARAMS = [
     {"max_tokens": 256},
@@ -99,6 +101,7 @@ OTHER = [
     ([{"role": "assistant", "content": "hi"}], {"max_tokens": 5}),  # not the user first
     ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], {"max_tokens": 5}),  # merged by litellm
     ([{"role": "user", "content": "a"}, SYSTEM], {"max_tokens": 5}),  # a system turn mid-conversation
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "Sure, "}], {"max_tokens": 5}),  # a prefill: litellm trims it
     ([{"role": "user", "content": " "}], {"max_tokens": 5}),
     ([SYSTEM], {"max_tokens": 5}),
     ([], {"max_tokens": 5}),

@@ -14,7 +14,7 @@ Gemini 3 forces `temperature` 1.0, Gemma has no system role), so the fast path i
 the model families in `ANTHROPIC_MODELS` / `GEMINI_MODELS`, each checked against litellm for every
 name its bundled map knows (a dated `-YYYYMMDD` suffix counts as its family). It takes: optional
 leading system messages, then user and assistant turns that
-alternate starting with the user, every message `{"role", "content"}` with non-blank string
+alternate starting and ending with the user, every message `{"role", "content"}` with non-blank string
 content; parameters limited to the output cap, `temperature`, `top_p` and `stop`. Anything else
 returns None and goes through litellm as before. A parity test checks, for every model of those
 providers in the bundled registry, that both paths give the same body, parameters and headers
@@ -65,7 +65,8 @@ def _split(messages: Any) -> tuple[list[str], list[tuple[str, str]]] | None:
             expected = _TURN[role]
         else:
             return None
-    return (system, turns) if turns else None
+    # ends with the user: litellm trims the trailing whitespace of a final assistant turn (a prefill)
+    return (system, turns) if turns and turns[-1][0] == "user" else None
 
 
 def _common(params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
