@@ -13,6 +13,7 @@ Writes bench/results/latest.json (smoke: smoke.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -107,6 +108,7 @@ class Target:
         self.headers = {k: v.format(upstream=upstream, litellm_master=MASTER) for k, v in scenario.headers.items()}
         self.bearer, self.key_id = key if key else (None, None)
         self.unit_cost = 0.0
+        self.routed_model = ""
 
     @property
     def checked(self) -> bool:
@@ -122,6 +124,7 @@ class Target:
         if resp.status_code != 200:
             raise RuntimeError(f"{sid(self.s)}: probe got {resp.status_code}: {resp.text[:300]}")
         model = resp.headers.get("x-autoroute-model", "")
+        self.routed_model = model
         if self.s.routed_to and not model.startswith(self.s.routed_to):
             raise RuntimeError(f"{sid(self.s)}: routed to {model!r}, expected {self.s.routed_to}*")
         if before is not None:
@@ -266,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.soak:  # a fresh process, so its memory is the soak's alone
             fresh = start("soak", upstream.url, proxy_core, logdir, procs.free_port(), redis_server.port)
             running["soak-proc"] = fresh
-            s = next(x for x in scenarios() if x.name == "auto-gemini")
+            # every provider keyed: `auto` goes where the router sends it (not necessarily Gemini)
+            s = dataclasses.replace(next(x for x in scenarios() if x.name == "auto-gemini"), routed_to=None)
             target = Target(s, fresh, upstream.url, create_key(fresh))
             target.probe()
             soak_result = soak(target, args.soak, other_core)
+            soak_result["routed_to"] = target.routed_model
             print(f"soak: { ({k: v for k, v in soak_result.items() if k != 'samples'}) }", flush=True)
     finally:
         for proc in running.values():

@@ -142,3 +142,19 @@ def test_a_task_retried_at_a_stronger_tier_marks_the_first_decision_bad() -> Non
     [signal] = store.records()
     assert signal["decision_id"] == "d2" and signal["score"] == 0.0 and signal["reason"] == "retried_stronger"
     assert signal["source"] == "implicit" and signal["tier"] == 4
+
+
+def test_the_store_keeps_the_newest_decisions_and_their_features_exactly() -> None:
+    from proxy.observe.feedback import DecisionNotFound, FeedbackStore
+
+    store = FeedbackStore(kept=3)
+    features = {"category": "coding", "adequacy": [1.0, 0.99459, 0.5], "input_tokens": 29, "tools": False}
+    for i in range(5):
+        store.remember(f"d{i}", "k1", 2, "openai/gpt-4.1", features, "h")
+    with pytest.raises(DecisionNotFound):
+        store.submit("d1", "k1", 1.0, None)  # beyond the newest 3
+    with pytest.raises(DecisionNotFound):
+        store.submit("d4", "k2", 1.0, None)  # another key's
+    record = store.submit("d4", "k1", 1.0, "fine")
+    assert record["features"] == features and record["category"] == "coding" and record["tier"] == 2
+    assert record["model"] == "openai/gpt-4.1" and record["policy_hash"] == "h"

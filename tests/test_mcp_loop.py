@@ -268,7 +268,7 @@ def test_the_loop_through_a_translated_provider(shared: Proxy, upstream: FakeUps
     """Anthropic's format: the tools go as Anthropic tools, the result back as a tool_result block."""
     deadline = time.monotonic() + 60
     while httpx.get(shared.url + "/readyz", timeout=5).json()["status"] != "ready" and time.monotonic() < deadline:
-        time.sleep(0.2)  # litellm's translation layer loads in the background
+        time.sleep(0.2)  # the store answers (litellm loads with the first request that needs it)
     key, _ = shared.new_key()
     upstream.tool_calls.append({"name": "calculator__evaluate", "arguments": {"expression": "6 * 7"}})
     resp = shared.chat(key, model="anthropic/claude-sonnet-4", route={"mcp": ["calculator"]})

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from proxy.providers.litellm_lib import NullLogging, _load
-from proxy.providers.plain import anthropic_plain, gemini_plain
+from proxy.providers.plain import FINISH, anthropic_plain, gemini_plain
 from proxy.providers.translated import completion_dict
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -71,13 +71,13 @@ ANTHROPIC = {
 def test_gemini_plain_answer_matches_litellm(lt: Any, reason: str) -> None:
     data = orjson.loads(orjson.dumps(GEMINI))
     data["candidates"][0]["finishReason"] = reason
-    _same(gemini_plain(data, "gemini-2.5-flash", lt.map_finish_reason, lt.gemini_flagged), _gemini_full(lt, data))
+    _same(gemini_plain(data, "gemini-2.5-flash"), _gemini_full(lt, data))
 
 
 @pytest.mark.parametrize("reason", ["end_turn", "max_tokens", "stop_sequence"])
 def test_anthropic_plain_answer_matches_litellm(lt: Any, reason: str) -> None:
     data = {**ANTHROPIC, "stop_reason": reason}
-    _same(anthropic_plain(data, "claude-sonnet-4", lt.map_finish_reason), _anthropic_full(lt, data))
+    _same(anthropic_plain(data, "claude-sonnet-4"), _anthropic_full(lt, data))
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,7 @@ def test_anthropic_plain_answer_matches_litellm(lt: Any, reason: str) -> None:
         lambda d: d["candidates"][0]["content"]["parts"][0].update(thought=True),
         lambda d: d["candidates"][0].update(groundingMetadata={"webSearchQueries": ["x"]}),
         lambda d: d["candidates"][0].update(finishReason="SAFETY"),
+        lambda d: d["candidates"][0].update(finishReason="MALFORMED_FUNCTION_CALL"),
         lambda d: d["usageMetadata"].update(thoughtsTokenCount=40),
         lambda d: d["usageMetadata"].update(cachedContentTokenCount=5),
         lambda d: d.update(promptFeedback={"blockReason": "SAFETY"}),
@@ -96,7 +97,7 @@ def test_anthropic_plain_answer_matches_litellm(lt: Any, reason: str) -> None:
 def test_gemini_anything_else_goes_to_litellm(lt: Any, change: Any) -> None:
     data = orjson.loads(orjson.dumps(GEMINI))
     change(data)
-    assert gemini_plain(data, "gemini-2.5-flash", lt.map_finish_reason, lt.gemini_flagged) is None
+    assert gemini_plain(data, "gemini-2.5-flash") is None
 
 
 @pytest.mark.parametrize(
@@ -109,9 +110,18 @@ def test_gemini_anything_else_goes_to_litellm(lt: Any, change: Any) -> None:
         lambda d: d["usage"].update(server_tool_use={"web_search_requests": 1}),
         lambda d: d.update(container={"id": "c"}),
         lambda d: d.update(content=[]),
+        lambda d: d.update(stop_reason="refusal"),
     ],
 )
 def test_anthropic_anything_else_goes_to_litellm(lt: Any, change: Any) -> None:
     data = orjson.loads(orjson.dumps(ANTHROPIC))
     change(data)
-    assert anthropic_plain(data, "claude-sonnet-4", lt.map_finish_reason) is None
+    assert anthropic_plain(data, "claude-sonnet-4") is None
+
+
+def test_finish_table_is_litellms_mapping() -> None:
+    from litellm.litellm_core_utils.core_helpers import map_finish_reason
+    from litellm.llms.gemini.chat.transformation import GoogleAIStudioGeminiConfig
+
+    assert {reason: map_finish_reason(reason) for reason in FINISH} == FINISH
+    assert not FINISH.keys() & GoogleAIStudioGeminiConfig().get_flagged_finish_reasons().keys()

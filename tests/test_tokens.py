@@ -216,3 +216,14 @@ def test_unencodable_schemas_fall_back_to_a_rough_size() -> None:
 def test_warm_up_loads_the_encoding() -> None:
     tokens.warm_up()
     assert tokens._encoder.cache_info().currsize == 1
+
+
+def test_the_trimmed_encoder_counts_like_a_fresh_one() -> None:
+    """`_encoder` drops the Python copy of the ranks (memory); its counts stay tiktoken's own."""
+    import tiktoken
+    from tiktoken_ext.openai_public import o200k_base
+
+    fresh = tiktoken.Encoding(**o200k_base())
+    assert len(fresh._mergeable_ranks) > 100_000 and not tokens._encoder()._mergeable_ranks
+    for text in ["Hello, world!", "def f(x):\n    return x ** 2\n", "東京は日本の首都です。", "1234567890 " * 50, "🙂 émoji ünïcode"]:
+        assert tokens.count_text_tokens(text) == len(fresh.encode_ordinary(text))

@@ -1,10 +1,11 @@
 """litellm, loaded lazily and off the event loop.
 
-litellm takes ~2 s and ~120 MB to import. The OpenAI-compatible path never needs it, so
-it is loaded only for deployments that need translation (Anthropic, Gemini): in a worker
-thread at start-up when such a deployment has credentials, otherwise on first use. Only
-its translation layer is used (request mapping, response and stream-chunk parsing); the
-HTTP call is ours, on the pooled clients.
+litellm takes ~2 s and ~120 MB to import. The OpenAI-compatible path never needs it, and
+plain Anthropic/Gemini requests and answers are translated without it (plain_request.py,
+plain.py), so it is loaded, in a worker thread, by the first request that needs it: a stream
+to a translated provider, tools, images, JSON mode, a non-text answer. That request waits for
+the import; the event loop does not. Only its translation layer is used (request mapping,
+response and stream-chunk parsing); the HTTP call is ours, on the pooled clients.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ class Litellm:
     gemini_request_body: Any  # function: transform_request_body(...)
     gemini_stream_parser: Any  # class: ModelResponseIterator(streaming_response, sync_stream, logging_obj)
     model_response: Any  # class ModelResponse
-    map_finish_reason: Any  # function: provider finish reason -> OpenAI's
-    gemini_flagged: frozenset[str]  # Gemini finish reasons litellm answers as content-policy violations
 
 
 def _load() -> Litellm:
@@ -37,7 +36,6 @@ def _load() -> Litellm:
 
     import litellm
     import litellm.llms.vertex_ai.gemini.transformation as gemini_transformation
-    from litellm.litellm_core_utils.core_helpers import map_finish_reason
     from litellm.llms.anthropic.chat.handler import ModelResponseIterator as AnthropicIterator
     from litellm.llms.anthropic.chat.transformation import AnthropicConfig
     from litellm.llms.gemini.chat.transformation import GoogleAIStudioGeminiConfig
@@ -64,8 +62,6 @@ def _load() -> Litellm:
         gemini_request_body=transform_request_body,
         gemini_stream_parser=GeminiIterator,
         model_response=ModelResponse,
-        map_finish_reason=map_finish_reason,
-        gemini_flagged=frozenset(gemini_config.get_flagged_finish_reasons()),
     )
 
 

@@ -7,15 +7,16 @@ citation bookkeeping, then our `completion_dict` turning it back into a dict. Fo
 answer, one or more text parts, a finish reason and token counts, that is all ceremony: these
 functions build the same dict from the JSON directly, with litellm's own finish-reason mapping.
 Anything else (tool calls, thinking, citations, grounding, safety blocks, cached-token usage, JSON
-mode) returns None and goes through litellm's transformer as before. A parity test checks both
-paths give the same answer (tests/test_providers_plain.py).
+mode) returns None and goes through litellm's transformer as before, and so does a finish reason
+outside `FINISH` (litellm's own mapping for the reasons a plain answer ends with: the table keeps
+litellm out of a process whose traffic is plain). A parity test checks both paths give the same
+answer, and `FINISH` litellm's mapping (tests/test_providers_plain.py).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection
 from typing import Any
 
 from proxy.providers.base import Usage
@@ -26,7 +27,9 @@ _GEMINI_USAGE = frozenset({"promptTokenCount", "candidatesTokenCount", "totalTok
 _ANTHROPIC_TOP = frozenset({"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"})
 _ANTHROPIC_ZERO_USAGE = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
-FinishMap = Callable[[str], str]
+# Provider finish reason -> OpenAI's, as litellm's map_finish_reason has them. Gemini's flagged
+# reasons (SAFETY, RECITATION, ...) are not here: litellm answers them as content-policy refusals.
+FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
 def _completion(rid: str, model: str, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def _choice(index: int, text: str | None, finish: str) -> dict[str, Any]:
     return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
 
 
-def gemini_plain(data: Any, model: str, finish_map: FinishMap, flagged: Collection[str]) -> dict[str, Any] | None:
+def gemini_plain(data: Any, model: str) -> dict[str, Any] | None:
     """A generateContent answer of text parts -> the OpenAI completion dict, else None."""
     if not isinstance(data, dict) or not data.keys() <= _GEMINI_TOP:
         return None
@@ -56,7 +59,7 @@ def gemini_plain(data: Any, model: str, finish_map: FinishMap, flagged: Collecti
         if not isinstance(cand, dict) or not cand.keys() <= _GEMINI_CANDIDATE:
             return None
         reason = cand.get("finishReason")
-        if reason in flagged or not (reason is None or isinstance(reason, str)):
+        if reason is not None and (not isinstance(reason, str) or reason not in FINISH):
             return None
         content = cand.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
@@ -67,7 +70,7 @@ def gemini_plain(data: Any, model: str, finish_map: FinishMap, flagged: Collecti
             if not isinstance(part, dict) or part.keys() != {"text"} or not isinstance(part["text"], str):
                 return None
             texts.append(part["text"])
-        choices.append(_choice(cand.get("index", i), "".join(texts), finish_map(reason) if reason else "stop"))
+        choices.append(_choice(cand.get("index", i), "".join(texts), FINISH[reason] if reason else "stop"))
     prompt, completion = meta.get("promptTokenCount", 0), meta.get("candidatesTokenCount", 0)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
@@ -75,7 +78,7 @@ def gemini_plain(data: Any, model: str, finish_map: FinishMap, flagged: Collecti
     return _completion(rid, model, choices, Usage(prompt, completion))
 
 
-def anthropic_plain(data: Any, model: str, finish_map: FinishMap) -> dict[str, Any] | None:
+def anthropic_plain(data: Any, model: str) -> dict[str, Any] | None:
     """A Messages answer of text blocks -> the OpenAI completion dict, else None."""
     if not isinstance(data, dict) or not data.keys() <= _ANTHROPIC_TOP:
         return None
@@ -95,9 +98,13 @@ def anthropic_plain(data: Any, model: str, finish_map: FinishMap) -> dict[str, A
         return None
     prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
     reason = data.get("stop_reason")
-    if not isinstance(prompt, int) or not isinstance(completion, int) or not (reason is None or isinstance(reason, str)):
+    if (
+        not isinstance(prompt, int)
+        or not isinstance(completion, int)
+        or not (reason is None or (isinstance(reason, str) and reason in FINISH))
+    ):
         return None
     # litellm answers with an id of its own, not the message's: so do we
     return _completion(
-        f"chatcmpl-{uuid.uuid4()}", model, [_choice(0, "".join(texts), finish_map(reason) if reason else "stop")], Usage(prompt, completion)
+        f"chatcmpl-{uuid.uuid4()}", model, [_choice(0, "".join(texts), FINISH[reason] if reason else "stop")], Usage(prompt, completion)
     )

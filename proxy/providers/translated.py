@@ -3,6 +3,9 @@
 litellm maps the OpenAI request to the provider's format and the provider's response and
 stream events back; the HTTP call is made here on the pooled client, so none of litellm's
 general call path (its logging, callbacks, cost map, client construction) runs per request.
+A plain request (text turns, a few sampling fields) and a plain answer are translated by
+proxy/providers/plain_request.py and plain.py instead, with parity tests against litellm; litellm
+is loaded (in a worker thread) the first time a request or an answer needs it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
 from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
 from proxy.providers.litellm_lib import LazyLitellm, Litellm, NullLogging
 from proxy.providers.plain import anthropic_plain, gemini_plain
+from proxy.providers.plain_request import anthropic_headers, anthropic_request, gemini_request
 from proxy.providers.sse import iter_data
 
 # Request fields that are not model parameters (or that we handle ourselves).
@@ -31,18 +35,27 @@ def _params(call: UpstreamCall) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         # Anthropic requires max_tokens; set it from the registry rather than let litellm
         # look the model up in its own map.
         params["max_tokens"] = min(call.model.max_output_tokens or DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS)
-    return body["messages"], params
+    # litellm's Gemini transformer pops system messages off the list it is given: a copy, so
+    # the request's own list (a fallback's next attempt renders from it) keeps them.
+    return list(body["messages"]), params
+
+
+Built = tuple[str, dict[str, str], dict[str, Any], Any, Any]
 
 
 class _TranslatedProvider:
     def __init__(self, lazy: LazyLitellm) -> None:
         self._lazy = lazy
 
-    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool) -> tuple[str, dict[str, str], dict[str, Any], Any, Any]:
+    def _build(self, lt: Litellm, call: UpstreamCall, stream: bool) -> Built:
         """(url, headers, payload, optional_params, messages) for this provider's API."""
         raise NotImplementedError
 
-    def _plain_answer(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: Any) -> dict[str, Any] | None:
+    def _build_plain(self, call: UpstreamCall) -> Built | None:
+        """The same for a plain non-streamed request without litellm, else None."""
+        raise NotImplementedError
+
+    def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: Any) -> dict[str, Any] | None:
         """The OpenAI dict of a plain text answer, or None for litellm's full transformer."""
         raise NotImplementedError
 
@@ -68,20 +81,27 @@ class _TranslatedProvider:
         return resp
 
     async def complete(self, call: UpstreamCall) -> Completion:
-        lt = await self._lazy.get()
-        try:
-            url, headers, payload, op, messages = self._build(lt, call, stream=False)
-        except UpstreamError:
-            raise
-        except Exception as exc:  # litellm refuses a request it cannot translate
-            raise _untranslatable(call, exc) from None
+        built = self._build_plain(call)
+        if built is None:
+            lt = await self._lazy.get()
+            try:
+                built = self._build(lt, call, stream=False)
+            except UpstreamError:
+                raise
+            except Exception as exc:  # litellm refuses a request it cannot translate
+                raise _untranslatable(call, exc) from None
+        url, headers, payload, op, messages = built
         resp = await self._send(call, url, headers, payload, stream=False)
         try:
-            body = self._plain_answer(lt, call, resp, op)
-            if body is None:  # not a plain text answer: litellm's full transformer
-                body = completion_dict(self._to_completion(lt, call, resp, payload, op, messages), call.body["model"])
+            body = self._plain_answer(call, resp, op)
         except Exception:
             raise bad_response(call, "a response that could not be translated") from None
+        if body is None:  # not a plain text answer: litellm's full transformer
+            lt = await self._lazy.get()
+            try:
+                body = completion_dict(self._to_completion(lt, call, resp, payload, op, messages), call.body["model"])
+            except Exception:
+                raise bad_response(call, "a response that could not be translated") from None
         return Completion(body, Usage.from_openai(body.get("usage")) or Usage(counted=True))
 
     async def stream(self, call: UpstreamCall) -> TranslatedStream:
@@ -105,14 +125,20 @@ class AnthropicProvider(_TranslatedProvider):
         headers = cfg.validate_environment({}, model, messages, op, {}, api_key=call.api_key or "", api_base=None)
         if not call.api_key:
             headers.pop("x-api-key", None)
-        base = call.deployment.api_base
-        url = base if base.endswith("/messages") else base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        return url, headers, payload, op, messages
+        return _anthropic_url(call), headers, payload, op, messages
 
-    def _plain_answer(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
+    def _build_plain(self, call: UpstreamCall):
+        messages, params = _params(call)
+        built = anthropic_request(call.body["model"], messages, params)
+        if built is None:
+            return None
+        payload, op = built
+        return _anthropic_url(call), anthropic_headers(call.api_key or ""), payload, op, messages
+
+    def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
         if op.get("json_mode"):
             return None
-        return anthropic_plain(orjson.loads(resp.content), call.body["model"], lt.map_finish_reason)
+        return anthropic_plain(orjson.loads(resp.content), call.body["model"])
 
     def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.anthropic_config.transform_response(
@@ -147,15 +173,18 @@ class GeminiProvider(_TranslatedProvider):
             cached_content=None,
             optional_params=dict(op),
         )
-        headers = {"content-type": "application/json"}
-        if call.api_key:
-            headers["x-goog-api-key"] = call.api_key
-        action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        url = f"{call.deployment.api_base}/v1beta/models/{model}:{action}"
-        return url, headers, payload, op, messages
+        return _gemini_url(call, stream), _gemini_headers(call), payload, op, messages
 
-    def _plain_answer(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
-        return gemini_plain(orjson.loads(resp.content), call.body["model"], lt.map_finish_reason, lt.gemini_flagged)
+    def _build_plain(self, call: UpstreamCall):
+        messages, params = _params(call)
+        built = gemini_request(call.body["model"], messages, params)
+        if built is None:
+            return None
+        payload, op = built
+        return _gemini_url(call, stream=False), _gemini_headers(call), payload, op, messages
+
+    def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
+        return gemini_plain(orjson.loads(resp.content), call.body["model"])
 
     def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.gemini_config.transform_response(
@@ -165,6 +194,23 @@ class GeminiProvider(_TranslatedProvider):
     def _stream_events(self, lt, call, resp, op):
         parser = lt.gemini_stream_parser(streaming_response=None, sync_stream=False, logging_obj=NullLogging())
         return TranslatedStream(resp, call, parser, done_event=None)
+
+
+def _anthropic_url(call: UpstreamCall) -> str:
+    base = call.deployment.api_base
+    return base if base.endswith("/messages") else base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+
+def _gemini_url(call: UpstreamCall, stream: bool) -> str:
+    action = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"{call.deployment.api_base}/v1beta/models/{call.body['model']}:{action}"
+
+
+def _gemini_headers(call: UpstreamCall) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    if call.api_key:
+        headers["x-goog-api-key"] = call.api_key
+    return headers
 
 
 class TranslatedStream:

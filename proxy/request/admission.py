@@ -12,12 +12,19 @@ keeps its one request slot and its key-side reservation moves to the new estimat
 - The reservation lives until the request is over: `finish()` settles it to the real tokens
   and cost, or releases it when nothing was charged. `release(lease)` per attempt is a no-op:
   between attempts the deployment part is swapped by the next `reserve`.
+- Cancelled while reserving (the client left): the admission script may already have run on the
+  store, its reply still in flight. The reserve call is shielded and awaited to its end, so the
+  reservation it took is recorded here and `finish()` (the accounting, shielded too) releases
+  it, instead of leaving it pending until `reservation_ttl_s`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import anyio
 
 from proxy.keys.store import KeyRecord
 from proxy.limits.format import DeploymentBusy
@@ -39,8 +46,8 @@ class Admission:
     reservation: Reservation | None = None
 
     async def acquire(self, dep: Deployment, model: ModelSpec, est_tokens: int) -> object | None:
-        try:
-            self.reservation = await self.limiter.reserve(
+        reserving = asyncio.ensure_future(
+            self.limiter.reserve(
                 self.key,
                 dep,
                 model=model.id,
@@ -51,9 +58,23 @@ class Admission:
                 agent=self.agent,
                 replaces=self.reservation,
             )
+        )
+        try:
+            self.reservation = await asyncio.shield(reserving)
         except DeploymentBusy:
             return None
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await self._keep(reserving)
+            raise
         return self.reservation
+
+    async def _keep(self, reserving: asyncio.Future[Reservation]) -> None:
+        """After a cancellation: wait for the reserve call, and keep what it reserved for finish()."""
+        try:
+            self.reservation = await reserving
+        except (Exception, asyncio.CancelledError):  # refused, store failed: nothing new was reserved
+            return
 
     async def release(self, lease: object, actual_tokens: int | None) -> None:
         return None  # the request's reservation is settled once, by finish()

@@ -69,14 +69,10 @@ class AppState:
         """Breakers and in-flight per deployment (admin, metrics, the selector's availability)."""
         return self.dispatcher.health
 
-    @property
-    def needs_translation(self) -> bool:
-        """Some deployment with credentials speaks Anthropic's or Gemini's format."""
-        return any(d.wire_format != "openai" and d.has_credentials(self.environ) for d in self.policy.deployments)
-
     async def startup(self) -> None:
-        if self.needs_translation:  # load litellm's translation layer off the event loop
-            self.litellm.start()
+        # litellm (~120 MB) is not loaded here: plain Anthropic/Gemini requests and answers are
+        # translated without it (proxy/providers/plain_request.py, plain.py); the first request
+        # that needs it loads it off the event loop (proxy/providers/litellm_lib.py).
         tokens.warm_up()
         router_for(self.policy)
         self.mcp.start()  # connects in the background: a slow or dead tool server never delays start-up
@@ -95,7 +91,7 @@ class AppState:
             log.warning("%s%s", missing, f" Nothing answers at {', '.join(down)}." if down else "")
 
     async def _announce_ready(self) -> None:
-        """Log "autoroute ready" once /readyz would answer 200 (e.g. after litellm has loaded)."""
+        """Log "autoroute ready" once /readyz would answer 200 (e.g. once the store answers)."""
         while True:
             checks = await self.ready()
             if all(checks.values()):
@@ -122,10 +118,7 @@ class AppState:
     async def ready(self) -> dict[str, bool]:
         reachable = await store.ping(self.redis)
         self.metrics.set_store_up(reachable)
-        checks = {"policy": True, "store": reachable or self.policy.limits.on_store_error == "fail_open"}
-        if self.needs_translation:  # not ready to take Anthropic/Gemini traffic until it can translate
-            checks["translation"] = self.litellm.loaded
-        return checks
+        return {"policy": True, "store": reachable or self.policy.limits.on_store_error == "fail_open"}
 
     def reload(self) -> tuple[str, str]:
         """Re-read the policy directory (routing, trained router, calibration) without a restart.
