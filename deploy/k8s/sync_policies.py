@@ -3,7 +3,7 @@
     python deploy/k8s/sync_policies.py          # write the ConfigMap
     python deploy/k8s/sync_policies.py --check  # exit 1 if it is out of date
 
-tests/test_deploy.py fails while the ConfigMap and policies/ differ.
+tests/test_deploy_manifests.py fails while the ConfigMap and policies/ differ.
 """
 
 from __future__ import annotations
