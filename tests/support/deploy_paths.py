@@ -1,4 +1,4 @@
-"""Where the deployment files live, for tests/test_deploy.py and tests/test_deploy_manifests.py."""
+"""The repository root and where the deployment files live (tests that start processes or read deploy/)."""
 
 from __future__ import annotations
 
