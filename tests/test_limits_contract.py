@@ -127,6 +127,25 @@ async def test_the_in_process_store_forgets_expired_keys() -> None:
     assert sorted(scripts.names()) == ["ar:{key_last}:w", "ar:{key_last}:ws"]
 
 
+async def test_the_in_process_sweep_keeps_running_after_the_clock_steps_back() -> None:
+    """A clock stepped back (NTP, a VM restore) must not stop the sweep until it catches up again:
+    keys that expire meanwhile and are never touched again would stay in memory until then."""
+    store = embedded_store()
+    scripts = scripts_of(store)
+    assert isinstance(scripts, LocalScripts)
+    clock = Clock()
+    scripts.clock = clock
+    lim = make_limiter(store, clock)
+    await admit(lim, key(id="key_before", rpm=5))
+    clock.advance(-86_400)  # one day back
+    for i in range(20):
+        await admit(lim, key(id=f"key_{i}", rpm=5))
+    clock.advance(3600)  # every window above expired long ago (still a day behind the sweep's last run)
+    await admit(lim, key(id="key_last", rpm=5))
+    assert len(scripts.data) == 4  # the expired windows are gone from memory (names() would hide them)
+    assert sorted(scripts.names()) == ["ar:{key_before}:w", "ar:{key_before}:ws", "ar:{key_last}:w", "ar:{key_last}:ws"]
+
+
 # ---------------------------------------------------------------------------- one sequence, both stores
 
 

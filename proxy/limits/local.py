@@ -85,7 +85,7 @@ class LocalScripts:
 
     def _tick(self) -> None:
         self.now = int(self.clock() * 1000)
-        if self.now - self._swept >= SWEEP_EVERY_MS:
+        if not 0 <= self.now - self._swept < SWEEP_EVERY_MS:  # (a clock stepped back sweeps now, not when it catches up)
             self.sweep()
 
     def sweep(self) -> None:
