@@ -109,6 +109,50 @@ def test_responses_mcp_tools_become_route_mcp() -> None:
         from_responses_tools([{"type": "mcp", "server_label": "calculator", "require_approval": "always"}])
 
 
+def test_tool_patterns_are_bounded_so_matching_them_cannot_stall_the_proxy() -> None:
+    # Matching is fnmatch per tool per pattern, on the event loop: 200,000 short names (a 2 MB body)
+    # took 13.7 s for three tools, and one 200 KB name of "[a" repeated took 508 s (translate is
+    # quadratic on unclosed brackets). A list or a name beyond MCP's own sizes is a 400.
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"allowed_tools": [f"calculator__t{i}" for i in range(257)]}})
+    assert info.value.param == "route.mcp.allowed_tools"
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"allowed_tools": ["calculator__" + "[a" * 200]}})
+    assert info.value.param == "route.mcp.allowed_tools"
+    assert take({"mcp": {"allowed_tools": [f"calculator__t{i}" for i in range(256)]}}).tools is not None
+    many = {"type": "mcp", "server_label": "calculator", "allowed_tools": [f"t{i}" for i in range(257)]}
+    long = {"type": "mcp", "server_label": "calculator", "allowed_tools": {"tool_names": ["[a" * 65]}}
+    for tool in (many, long):
+        with pytest.raises(InvalidRequest) as info:
+            from_responses_tools([tool], POLICY)
+        assert info.value.param == "tools.0.allowed_tools"
+
+
+def test_a_read_only_filter_is_refused_not_ignored() -> None:
+    # The proxy does not know which tools are read-only: ignoring the filter offered every tool.
+    tool = {"type": "mcp", "server_label": "calculator", "allowed_tools": {"read_only": True}}
+    with pytest.raises(InvalidRequest) as info:
+        from_responses_tools([tool], POLICY)
+    assert info.value.param == "tools.0.allowed_tools"
+    assert from_responses_tools([{**tool, "allowed_tools": {"read_only": False, "tool_names": ["add"]}}], POLICY)[1] is not None
+
+
+def test_a_server_label_given_twice_is_a_400() -> None:
+    # Two URL servers under one label: the second got the first one's headers (its credentials).
+    url = {"label": "wiki", "url": "https://tools.internal/a", "headers": {"authorization": "Bearer for-a"}}
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"servers": [url, {"label": "wiki", "url": "https://tools.internal/b"}]}})
+    assert info.value.param == "route.mcp.servers.1.label"
+    wiki = {"type": "mcp", "server_label": "wiki", "server_url": "https://tools.internal/a", "headers": {"authorization": "Bearer a"}}
+    for first, second in (
+        ({"server_label": "calculator"},) * 2,
+        (wiki, {"server_label": "wiki", "server_url": "https://tools.internal/b"}),
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            from_responses_tools([{"type": "mcp", **first}, {"type": "mcp", **second}], POLICY)
+        assert info.value.param == "tools.1.server_label"
+
+
 PROMPTS = PromptsPolicy.model_validate(
     {
         "categories": {"complex_coding": {"system": "You are an expert engineer.", "tools": ["docs__*"]}},

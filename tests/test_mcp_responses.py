@@ -109,6 +109,7 @@ def test_a_tool_the_key_may_not_use_is_neither_offered_nor_run(shared: Proxy, up
         ({"server_label": "calculator", "require_approval": "always"}, "tools.0.require_approval", "mcp_approval_not_supported"),
         ({"server_label": "nope"}, "tools.0.server_label", "unknown_mcp_server"),
         ({"server_label": "calculator", "headers": {"authorization": "Bearer x"}}, "tools.0.headers", None),
+        ({"server_label": "calculator", "allowed_tools": {"read_only": True}}, "tools.0.allowed_tools", None),
     ],
 )
 def test_refused_mcp_tools_are_400s_in_the_responses_shape(

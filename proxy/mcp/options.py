@@ -23,6 +23,12 @@ from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.policy.mcp import SERVER_NAME, McpPolicy
 
 _FIELDS = ("servers", "allowed_tools", "max_depth")
+# allowed_tools are fnmatch patterns matched per tool on the event loop, and translating one is
+# quadratic in its unclosed brackets: a request's list and names stay within MCP's own sizes
+# (a tool name is at most 128 characters; a label 31, and its "__").
+MAX_PATTERNS = 256
+MAX_NAME_CHARS = 128
+MAX_PATTERN_CHARS = 31 + 2 + MAX_NAME_CHARS
 
 
 @dataclass(frozen=True)
@@ -84,14 +90,23 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
             names.append(item)
         elif isinstance(item, Mapping) and isinstance(item.get("url"), str):
             urls.append(_url_server(item, where, policy))
+            if any(label == urls[-1][0] for label, _ in urls[:-1]):  # (headers are looked up by label)
+                raise InvalidRequest(f"{where}.label: {urls[-1][0]!r} names two servers", param=f"{where}.label")
             headers = _headers(item.get("headers"), f"{where}.headers")
             if headers:
                 url_headers.append((urls[-1][0], headers))
         else:
             raise InvalidRequest(f"{where} must be a server name or an object with label and url", param=where)
     allowed = spec.get("allowed_tools")
-    if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(p, str) and p for p in allowed)):
-        raise InvalidRequest("route.mcp.allowed_tools must be a list of tool-name patterns", param="route.mcp.allowed_tools")
+    if allowed is not None and (
+        not isinstance(allowed, list)
+        or len(allowed) > MAX_PATTERNS
+        or not all(isinstance(p, str) and 0 < len(p) <= MAX_PATTERN_CHARS for p in allowed)
+    ):
+        raise InvalidRequest(
+            f"route.mcp.allowed_tools must be a list of at most {MAX_PATTERNS} tool-name patterns of at most {MAX_PATTERN_CHARS} characters",
+            param="route.mcp.allowed_tools",
+        )
     depth = spec.get("max_depth")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise InvalidRequest("route.mcp.max_depth must be a positive integer", param="route.mcp.max_depth")
@@ -148,6 +163,7 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
     others: list[Any] = []
     servers: list[Any] = []
     patterns: list[str] = []
+    labels: set[str] = set()
     for i, tool in enumerate(tools):
         if not (isinstance(tool, Mapping) and tool.get("type") == "mcp"):
             others.append(tool)
@@ -156,6 +172,9 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
         label = tool.get("server_label")
         if not isinstance(label, str) or not label:
             raise InvalidRequest(f"{where}.server_label is required for an mcp tool", param=f"{where}.server_label")
+        if label in labels:
+            raise InvalidRequest(f"{where}.server_label: {label!r} is the label of an earlier mcp tool", param=f"{where}.server_label")
+        labels.add(label)
         approval = tool.get("require_approval", "never")
         if approval is not None and approval != "never" and not (isinstance(approval, Mapping) and set(approval) == {"never"}):
             raise InvalidRequest(
@@ -189,13 +208,21 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
         servers.append(server)
         allowed = tool.get("allowed_tools")
         if isinstance(allowed, Mapping):
+            if allowed.get("read_only"):  # the proxy does not know which tools only read: never offer them all instead
+                raise InvalidRequest(
+                    f"{where}.allowed_tools.read_only is not supported here; list the tool_names", param=f"{where}.allowed_tools"
+                )
             allowed = allowed.get("tool_names")
         if allowed is None:
             patterns.append(f"{label}__*")
-        elif isinstance(allowed, list) and all(isinstance(n, str) for n in allowed):
+        elif isinstance(allowed, list) and all(isinstance(n, str) and len(n) <= MAX_NAME_CHARS for n in allowed):
             patterns.extend(f"{label}__{n}" for n in allowed)
         else:
-            raise InvalidRequest(f"{where}.allowed_tools must be a list of tool names", param=f"{where}.allowed_tools")
+            raise InvalidRequest(
+                f"{where}.allowed_tools must be a list of tool names of at most {MAX_NAME_CHARS} characters", param=f"{where}.allowed_tools"
+            )
+        if len(patterns) > MAX_PATTERNS:
+            raise InvalidRequest(f"{where}.allowed_tools: at most {MAX_PATTERNS} tool names in all", param=f"{where}.allowed_tools")
     if not servers:
         return others, None
     return others, {"servers": servers, "allowed_tools": patterns}
