@@ -19,6 +19,18 @@ from tests.support.limiting import Clock, admit, clock, fake_redis, key, make_li
 # ---------------------------------------------------------------------------- budgets
 
 
+async def test_a_huge_budget_admits_like_no_budget(redis: Any, clock: Clock) -> None:
+    # The admin API takes any budget >= 0: 1e300 USD overflowed the nano-USD conversion (a 500 on
+    # every request of the key, both stores), and above ~1.8e10 USD orjson cannot encode the
+    # integer for the Lua scripts (a 500 on Redis only, while the embedded store admitted).
+    lim = make_limiter(redis, clock)
+    k = key(budget_usd_day=1e300, budget_usd_month=float("inf"), budget_usd_total=1e12, task_max_cost_usd=1e300)
+    res = await admit(lim, k, cost=0.5, task_id="t1")
+    await lim.settle(res, input_tokens=10, output_tokens=10, cost_usd=0.25)
+    await admit(lim, k, cost=0.5, task_id="t1")
+    assert await lim.budget_remaining_usd(k) == pytest.approx(1e12 - 0.25 - 0.5)
+
+
 async def test_daily_budget_reserves_estimates_and_settles_actuals(redis: Any, clock: Clock) -> None:
     lim, k = make_limiter(redis, clock, reservation_ttl_s=86400), key(budget_usd_day=1.0)
     a = await admit(lim, k, cost=0.4)
