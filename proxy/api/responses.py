@@ -130,6 +130,12 @@ class ResponsesInbound:
             choice = body.get("tool_choice")
             if isinstance(choice, Mapping) and choice.get("type") == "mcp":  # OpenAI's ToolChoiceMcp
                 name = choice.get("name")
+                labels = [s if isinstance(s, str) else s["label"] for s in mcp["servers"]]
+                if choice.get("server_label") not in labels or not (name is None or (isinstance(name, str) and name)):
+                    raise InvalidRequest(
+                        "tool_choice of type mcp needs the server_label of one of the mcp tools (and a tool name, if any, as a string).",
+                        param="tool_choice",
+                    )
                 chat["tool_choice"] = (
                     {"type": "function", "function": {"name": f"{choice.get('server_label')}{SEPARATOR}{name}"}} if name else "required"
                 )
