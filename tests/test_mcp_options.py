@@ -83,6 +83,15 @@ def test_request_urls_only_on_allowed_hosts() -> None:
         assert info.value.code == "mcp_url_not_allowed"
 
 
+def test_a_url_with_whitespace_or_control_characters_is_a_400() -> None:
+    # urlsplit drops tabs and newlines before it reads the host, the HTTP client does not: the
+    # host checked was not the URL used (here the client refused it, after a 5 s connect wait).
+    for url in ("https://tools.inte\trnal/mcp", "https://tools.internal/m\ncp", "https://tools.internal /mcp"):
+        with pytest.raises(InvalidRequest) as info:
+            take({"mcp": {"servers": [{"label": "x", "url": url}]}})
+        assert info.value.param == "route.mcp.servers.0.url"
+
+
 def test_route_context_must_be_boolean() -> None:
     assert take({"context": True}).context is True
     with pytest.raises(InvalidRequest):

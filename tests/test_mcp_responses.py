@@ -125,19 +125,22 @@ def test_refused_mcp_tools_are_400s_in_the_responses_shape(
 
 
 @pytest.mark.parametrize(
-    "choice",
+    ("tools", "choice"),
     [
-        {"type": "mcp", "server_label": "other", "name": "evaluate"},  # no mcp tool has that label
-        {"type": "mcp", "server_label": 5, "name": "evaluate"},
-        {"type": "mcp", "server_label": "calculator", "name": ["evaluate"]},
+        ([CALCULATOR], {"type": "mcp", "server_label": "other", "name": "evaluate"}),  # no mcp tool has that label
+        ([CALCULATOR], {"type": "mcp", "server_label": 5, "name": "evaluate"}),
+        ([CALCULATOR], {"type": "mcp", "server_label": "calculator", "name": ["evaluate"]}),
+        ([], {"type": "mcp", "server_label": "calculator"}),  # no mcp tools at all: it was dropped silently
     ],
 )
-def test_a_tool_choice_naming_no_mcp_tool_is_a_400(shared: Proxy, upstream: FakeUpstream, choice: dict[str, Any]) -> None:
+def test_a_tool_choice_naming_no_mcp_tool_is_a_400(
+    shared: Proxy, upstream: FakeUpstream, tools: list[dict[str, Any]], choice: dict[str, Any]
+) -> None:
     # It was forwarded as a forced function the model was never offered ("other__evaluate",
     # "5__evaluate", "calculator__['evaluate']"): the upstream's error, after an admission.
     key, _ = shared.new_key()
     with pytest.raises(openai.BadRequestError) as info:
-        sdk(shared, key).responses.create(model=MODEL, input=QUESTION, tools=[CALCULATOR], tool_choice=choice)  # type: ignore[arg-type, list-item]
+        sdk(shared, key).responses.create(model=MODEL, input=QUESTION, tools=tools, tool_choice=choice)  # type: ignore[arg-type]
     assert info.value.status_code == 400 and isinstance(info.value.body, dict) and info.value.body["param"] == "tool_choice"
     assert upstream.received == []
 

@@ -142,7 +142,8 @@ def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple
     label = item.get("label") or item.get("server_label")
     if not isinstance(label, str) or not SERVER_NAME.match(label) or "__" in label or label in policy.servers:
         raise InvalidRequest(f"{where}.label must be a new lowercase name (letters, digits, - and _)", param=f"{where}.label")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c <= " " or c == "\x7f" for c in url):
+        # (urlsplit drops tabs and newlines before reading the host; the HTTP client would not)
         raise InvalidRequest(f"{where}.url must be an http(s) URL", param=f"{where}.url")
     if parts.hostname.lower() not in {h.lower() for h in policy.request_url_hosts}:
         raise PermissionDenied(
