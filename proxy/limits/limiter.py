@@ -29,7 +29,7 @@ so a crash between reserve and settle cannot leak: the entry expires after
 Task budgets (X-Task-Id, scoped to the key) use the same scheme in the task's hash.
 
 Time is the Redis server's clock (TIME in the script), so replicas with skewed clocks share one
-window; the embedded store (one process) uses this process's clock. Day and month boundaries are
+window; the embedded store (one process) uses a steady clock (the wall clock at start, then monotonic). Day and month boundaries are
 UTC from this process's clock. The checks themselves are the admission contract
 (`proxy/limits/scripts.py`): Lua on Redis, or the same logic in-process for the embedded store.
 
