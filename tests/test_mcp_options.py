@@ -92,6 +92,22 @@ def test_a_url_with_whitespace_or_control_characters_is_a_400() -> None:
         assert info.value.param == "route.mcp.servers.0.url"
 
 
+def test_request_headers_cannot_set_the_host_or_the_framing() -> None:
+    # They are the HTTP client's default headers and went out as given: Host named another site
+    # behind the allowed address (past request_url_hosts), and Content-Length with
+    # Transfer-Encoding framed one request two ways (smuggling through a front proxy there).
+    for name in ("Host", "content-length", "Transfer-Encoding", "Connection", "TE", "Upgrade", "Proxy-Authorization"):
+        server = {"label": "x", "url": "https://tools.internal/mcp", "headers": {name: "1"}}
+        with pytest.raises(InvalidRequest) as info:
+            take({"mcp": {"servers": [server]}})
+        assert info.value.param == f"route.mcp.servers.0.headers.{name}"
+        tool = {"type": "mcp", "server_label": "x", "server_url": "https://tools.internal/mcp", "headers": {name: "1"}}
+        with pytest.raises(InvalidRequest) as info:
+            from_responses_tools([tool], POLICY)
+        assert info.value.param == f"tools.0.headers.{name}"
+    assert take({"mcp": {"servers": [{"label": "x", "url": "https://tools.internal/mcp", "headers": {"Authorization": "Bearer t"}}]}})
+
+
 def test_route_context_must_be_boolean() -> None:
     assert take({"context": True}).context is True
     with pytest.raises(InvalidRequest):

@@ -120,6 +120,10 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+# Headers that address or frame the request rather than authorize it: the HTTP client would send
+# them as given (Host: another site behind the allowed address; Content-Length with
+# Transfer-Encoding: one request framed two ways).
+_RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "expect"})
 
 
 def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -132,6 +136,8 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     for name, text in value.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name) or not isinstance(text, str) or any(c in text for c in "\r\n\0"):
             raise InvalidRequest(f"{where}.{name}: a header needs a token name and a one-line string value", param=f"{where}.{name}")
+        if name.lower() in _RESERVED or name.lower().startswith("proxy-"):
+            raise InvalidRequest(f"{where}.{name}: the proxy sets this header itself", param=f"{where}.{name}")
         out.append((name, text))
     return tuple(out)
 
