@@ -108,6 +108,20 @@ def test_request_headers_cannot_set_the_host_or_the_framing() -> None:
     assert take({"mcp": {"servers": [{"label": "x", "url": "https://tools.internal/mcp", "headers": {"Authorization": "Bearer t"}}]}})
 
 
+def test_a_request_names_at_most_16_servers_by_url() -> None:
+    # Each is an MCP session the proxy opens for the request: 200 of them on one allowed host took
+    # 6.75 s of one request and offered the model 800 tools (probe against examples' memory server).
+    servers = [{"label": f"s{i}", "url": "https://tools.internal/mcp"} for i in range(17)]
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"servers": servers}})
+    assert info.value.param == "route.mcp.servers"
+    assert take({"mcp": {"servers": servers[:16]}}).tools is not None
+    tools = [{"type": "mcp", "server_label": s["label"], "server_url": s["url"]} for s in servers]
+    with pytest.raises(InvalidRequest) as info:
+        from_responses_tools(tools, POLICY)
+    assert info.value.param == "tools.16.server_url"
+
+
 def test_route_context_must_be_boolean() -> None:
     assert take({"context": True}).context is True
     with pytest.raises(InvalidRequest):

@@ -29,6 +29,7 @@ _FIELDS = ("servers", "allowed_tools", "max_depth")
 MAX_PATTERNS = 256
 MAX_NAME_CHARS = 128
 MAX_PATTERN_CHARS = 31 + 2 + MAX_NAME_CHARS
+MAX_URL_SERVERS = 16  # each is an MCP session opened for the one request
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
                 url_headers.append((urls[-1][0], headers))
         else:
             raise InvalidRequest(f"{where} must be a server name or an object with label and url", param=where)
+    if len(urls) > MAX_URL_SERVERS:
+        raise InvalidRequest(f"route.mcp.servers: at most {MAX_URL_SERVERS} servers given by url", param="route.mcp.servers")
     allowed = spec.get("allowed_tools")
     if allowed is not None and (
         not isinstance(allowed, list)
@@ -193,6 +196,10 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
             raise InvalidRequest(f"{where}.connector_id: OpenAI connectors are not available here; name a server_label", param=where)
         url = tool.get("server_url")
         if url:
+            if sum(1 for s in servers if not isinstance(s, str)) == MAX_URL_SERVERS:
+                raise InvalidRequest(
+                    f"{where}.server_url: at most {MAX_URL_SERVERS} mcp tools with a server_url", param=f"{where}.server_url"
+                )
             server: Any = {"label": label, "url": url}
             if tool.get("headers"):
                 server["headers"] = tool["headers"]
