@@ -35,6 +35,12 @@ def test_embedded_serve_holds_rpm_budgets_and_reads_usage(tmp_path: Path) -> Non
             time.sleep(0.05)
         assert usage["day"]["requests"] == usage["requests_in_window"] == 5 and usage["reserved_cost_usd"] == 0
         assert 0 < usage["day"]["cost_usd"] == usage["total_cost_usd"] and usage["budget_remaining_usd"] < 1.0
+        assert _chat(url, made["key"]).status_code == 429  # the window is full
+        reset = httpx.post(f"{url}/admin/keys/{made['id']}/reset", headers=ADMIN, timeout=10)
+        assert reset.status_code == 200, reset.text
+        assert _chat(url, made["key"]).status_code == 200  # the reset emptied the in-process window and spend
+        usage = httpx.get(f"{url}/admin/keys/{made['id']}/usage", headers=ADMIN).json()
+        assert usage["requests_in_window"] == 1 and usage["day"]["requests"] <= 1
         poor = create_key(url, budget_usd_day=1e-7)  # less than one request's estimate
         refused = _chat(url, poor["key"])
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded", refused.text
