@@ -14,9 +14,33 @@ from proxy.errors import BudgetExceeded, StoreUnavailable
 from proxy.limits.format import KeyBudgetExceeded, KeyRateLimited
 from proxy.limits.limiter import Limiter
 from proxy.policy.limits import LimitsPolicy, TaskBudget
-from tests.support.limiting import Clock, admit, clock, fake_redis, key, make_limiter, redis, store_names  # noqa: F401  (fixtures)
+from tests.support.limiting import Clock, admit, clock, dep, fake_redis, key, make_limiter, redis, store_names  # noqa: F401  (fixtures)
 
 # ---------------------------------------------------------------------------- budgets
+
+
+async def test_a_huge_budget_admits_like_no_budget(redis: Any, clock: Clock) -> None:
+    # The admin API takes any budget >= 0: 1e300 USD overflowed the nano-USD conversion (a 500 on
+    # every request of the key, both stores), and above ~1.8e10 USD orjson cannot encode the
+    # integer for the Lua scripts (a 500 on Redis only, while the embedded store admitted).
+    lim = make_limiter(redis, clock)
+    k = key(budget_usd_day=1e300, budget_usd_month=float("inf"), budget_usd_total=1e12, task_max_cost_usd=1e300)
+    res = await admit(lim, k, cost=0.5, task_id="t1")
+    await lim.settle(res, input_tokens=10, output_tokens=10, cost_usd=0.25)
+    await admit(lim, k, cost=0.5, task_id="t1")
+    assert await lim.budget_remaining_usd(k) == pytest.approx(1e12 - 0.25 - 0.5)
+
+
+async def test_a_huge_request_is_admitted_or_refused_the_same_on_both(redis: Any, clock: Clock) -> None:
+    # max_tokens is unbounded (a named model: 1e17 reaches admission). Lua numbers are doubles and
+    # reach Redis as "1e+17", which INCRBY/HINCRBY refuse: a ResponseError (a 500) on Redis for a
+    # key or deployment with an rpm, while the embedded store admitted. Same for a 1e11 USD estimate.
+    lim = make_limiter(redis, clock)
+    res = await admit(lim, key(id="k_rpm", rpm=5), dep(rpm=100, max_concurrent=10), tokens=10**17)
+    await lim.settle(res, input_tokens=10**18, output_tokens=10**18, cost_usd=1e11)  # a hostile upstream's usage
+    await admit(lim, key(id="k_rich", budget_usd_day=1e300), cost=1e11, tokens=2**63)
+    with pytest.raises(KeyRateLimited):
+        await admit(lim, key(id="k_tpm", tpm=10**6), tokens=10**17)
 
 
 async def test_daily_budget_reserves_estimates_and_settles_actuals(redis: Any, clock: Clock) -> None:

@@ -127,6 +127,41 @@ async def test_the_in_process_store_forgets_expired_keys() -> None:
     assert sorted(scripts.names()) == ["ar:{key_last}:w", "ar:{key_last}:ws"]
 
 
+async def test_the_in_process_sweep_keeps_running_after_the_clock_steps_back() -> None:
+    """A clock stepped back (NTP, a VM restore) must not stop the sweep until it catches up again:
+    keys that expire meanwhile and are never touched again would stay in memory until then."""
+    store = embedded_store()
+    scripts = scripts_of(store)
+    assert isinstance(scripts, LocalScripts)
+    clock = Clock()
+    scripts.clock = clock
+    lim = make_limiter(store, clock)
+    await admit(lim, key(id="key_before", rpm=5))
+    clock.advance(-86_400)  # one day back
+    for i in range(20):
+        await admit(lim, key(id=f"key_{i}", rpm=5))
+    clock.advance(3600)  # every window above expired long ago (still a day behind the sweep's last run)
+    await admit(lim, key(id="key_last", rpm=5))
+    assert len(scripts.data) == 4  # the expired windows are gone from memory (names() would hide them)
+    assert sorted(scripts.names()) == ["ar:{key_before}:w", "ar:{key_before}:ws", "ar:{key_last}:w", "ar:{key_last}:ws"]
+
+
+async def test_a_wall_clock_stepped_back_does_not_hold_the_in_process_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded store's clock is steady: with time.time(), a key at its rpm when the wall clock
+    stepped back an hour was refused for 61 minutes (Retry-After 3660), and its reservations held as long."""
+    wall, steady = [1_800_000_000.0], [5_000.0]
+    monkeypatch.setattr("time.time", lambda: wall[0])
+    monkeypatch.setattr("time.monotonic", lambda: steady[0])
+    lim = Limiter(embedded_store(), LimitsPolicy())  # no limiter clock: windows on the store's, as in production
+    k = key(id="key_steady", rpm=2)
+    await admit(lim, k)
+    await admit(lim, k)
+    wall[0] -= 3600  # NTP or a VM restore steps the wall clock back; 61 s pass
+    wall[0] += 61
+    steady[0] += 61
+    await admit(lim, k)  # the window moved on by 61 s, whatever the wall clock says
+
+
 # ---------------------------------------------------------------------------- one sequence, both stores
 
 

@@ -226,6 +226,16 @@ def test_request_urls_are_refused_unless_the_policy_allows_the_host(shared: Prox
         assert upstream.received == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_above_one_is_refused_for_the_loop(shared: Proxy, upstream: FakeUpstream, stream: bool) -> None:
+    # The loop follows one conversation (the first choice): with n=2 every model call asked for, and
+    # the key paid for, two completions while the client got one choice back.
+    key, _ = shared.new_key()
+    resp = shared.chat(key, n=2, stream=stream, route={"mcp": ["calculator"]})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "n", resp.text
+    assert upstream.received == []
+
+
 def test_request_url_on_an_allowed_host_is_used(tmp_path: Path, environ: dict, upstream: FakeUpstream) -> None:
     with mcp_servers.http_server("memory") as (url, _), proxy_with(tmp_path, environ, {}, request_url_hosts=["127.0.0.1"]) as proxy:
         key, _ = proxy.new_key()

@@ -83,6 +83,45 @@ def test_request_urls_only_on_allowed_hosts() -> None:
         assert info.value.code == "mcp_url_not_allowed"
 
 
+def test_a_url_with_whitespace_or_control_characters_is_a_400() -> None:
+    # urlsplit drops tabs and newlines before it reads the host, the HTTP client does not: the
+    # host checked was not the URL used (here the client refused it, after a 5 s connect wait).
+    for url in ("https://tools.inte\trnal/mcp", "https://tools.internal/m\ncp", "https://tools.internal /mcp"):
+        with pytest.raises(InvalidRequest) as info:
+            take({"mcp": {"servers": [{"label": "x", "url": url}]}})
+        assert info.value.param == "route.mcp.servers.0.url"
+
+
+def test_request_headers_cannot_set_the_host_or_the_framing() -> None:
+    # They are the HTTP client's default headers and went out as given: Host named another site
+    # behind the allowed address (past request_url_hosts), and Content-Length with
+    # Transfer-Encoding framed one request two ways (smuggling through a front proxy there).
+    for name in ("Host", "content-length", "Transfer-Encoding", "Connection", "TE", "Upgrade", "Proxy-Authorization"):
+        server = {"label": "x", "url": "https://tools.internal/mcp", "headers": {name: "1"}}
+        with pytest.raises(InvalidRequest) as info:
+            take({"mcp": {"servers": [server]}})
+        assert info.value.param == f"route.mcp.servers.0.headers.{name}"
+        tool = {"type": "mcp", "server_label": "x", "server_url": "https://tools.internal/mcp", "headers": {name: "1"}}
+        with pytest.raises(InvalidRequest) as info:
+            from_responses_tools([tool], POLICY)
+        assert info.value.param == f"tools.0.headers.{name}"
+    assert take({"mcp": {"servers": [{"label": "x", "url": "https://tools.internal/mcp", "headers": {"Authorization": "Bearer t"}}]}})
+
+
+def test_a_request_names_at_most_16_servers_by_url() -> None:
+    # Each is an MCP session the proxy opens for the request: 200 of them on one allowed host took
+    # 6.75 s of one request and offered the model 800 tools (probe against examples' memory server).
+    servers = [{"label": f"s{i}", "url": "https://tools.internal/mcp"} for i in range(17)]
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"servers": servers}})
+    assert info.value.param == "route.mcp.servers"
+    assert take({"mcp": {"servers": servers[:16]}}).tools is not None
+    tools = [{"type": "mcp", "server_label": s["label"], "server_url": s["url"]} for s in servers]
+    with pytest.raises(InvalidRequest) as info:
+        from_responses_tools(tools, POLICY)
+    assert info.value.param == "tools.16.server_url"
+
+
 def test_route_context_must_be_boolean() -> None:
     assert take({"context": True}).context is True
     with pytest.raises(InvalidRequest):
@@ -107,6 +146,50 @@ def test_responses_mcp_tools_become_route_mcp() -> None:
     assert from_responses_tools([fn]) == ([fn], None)
     with pytest.raises(InvalidRequest):
         from_responses_tools([{"type": "mcp", "server_label": "calculator", "require_approval": "always"}])
+
+
+def test_tool_patterns_are_bounded_so_matching_them_cannot_stall_the_proxy() -> None:
+    # Matching is fnmatch per tool per pattern, on the event loop: 200,000 short names (a 2 MB body)
+    # took 13.7 s for three tools, and one 200 KB name of "[a" repeated took 508 s (translate is
+    # quadratic on unclosed brackets). A list or a name beyond MCP's own sizes is a 400.
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"allowed_tools": [f"calculator__t{i}" for i in range(257)]}})
+    assert info.value.param == "route.mcp.allowed_tools"
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"allowed_tools": ["calculator__" + "[a" * 200]}})
+    assert info.value.param == "route.mcp.allowed_tools"
+    assert take({"mcp": {"allowed_tools": [f"calculator__t{i}" for i in range(256)]}}).tools is not None
+    many = {"type": "mcp", "server_label": "calculator", "allowed_tools": [f"t{i}" for i in range(257)]}
+    long = {"type": "mcp", "server_label": "calculator", "allowed_tools": {"tool_names": ["[a" * 65]}}
+    for tool in (many, long):
+        with pytest.raises(InvalidRequest) as info:
+            from_responses_tools([tool], POLICY)
+        assert info.value.param == "tools.0.allowed_tools"
+
+
+def test_a_read_only_filter_is_refused_not_ignored() -> None:
+    # The proxy does not know which tools are read-only: ignoring the filter offered every tool.
+    tool = {"type": "mcp", "server_label": "calculator", "allowed_tools": {"read_only": True}}
+    with pytest.raises(InvalidRequest) as info:
+        from_responses_tools([tool], POLICY)
+    assert info.value.param == "tools.0.allowed_tools"
+    assert from_responses_tools([{**tool, "allowed_tools": {"read_only": False, "tool_names": ["add"]}}], POLICY)[1] is not None
+
+
+def test_a_server_label_given_twice_is_a_400() -> None:
+    # Two URL servers under one label: the second got the first one's headers (its credentials).
+    url = {"label": "wiki", "url": "https://tools.internal/a", "headers": {"authorization": "Bearer for-a"}}
+    with pytest.raises(InvalidRequest) as info:
+        take({"mcp": {"servers": [url, {"label": "wiki", "url": "https://tools.internal/b"}]}})
+    assert info.value.param == "route.mcp.servers.1.label"
+    wiki = {"type": "mcp", "server_label": "wiki", "server_url": "https://tools.internal/a", "headers": {"authorization": "Bearer a"}}
+    for first, second in (
+        ({"server_label": "calculator"},) * 2,
+        (wiki, {"server_label": "wiki", "server_url": "https://tools.internal/b"}),
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            from_responses_tools([{"type": "mcp", **first}, {"type": "mcp", **second}], POLICY)
+        assert info.value.param == "tools.1.server_label"
 
 
 PROMPTS = PromptsPolicy.model_validate(

@@ -109,6 +109,7 @@ def test_a_tool_the_key_may_not_use_is_neither_offered_nor_run(shared: Proxy, up
         ({"server_label": "calculator", "require_approval": "always"}, "tools.0.require_approval", "mcp_approval_not_supported"),
         ({"server_label": "nope"}, "tools.0.server_label", "unknown_mcp_server"),
         ({"server_label": "calculator", "headers": {"authorization": "Bearer x"}}, "tools.0.headers", None),
+        ({"server_label": "calculator", "allowed_tools": {"read_only": True}}, "tools.0.allowed_tools", None),
     ],
 )
 def test_refused_mcp_tools_are_400s_in_the_responses_shape(
@@ -120,6 +121,27 @@ def test_refused_mcp_tools_are_400s_in_the_responses_shape(
     error = info.value.body
     assert info.value.status_code == 400 and isinstance(error, dict)
     assert error["param"] == param and error["code"] == code and error["type"] == "invalid_request_error", error
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize(
+    ("tools", "choice"),
+    [
+        ([CALCULATOR], {"type": "mcp", "server_label": "other", "name": "evaluate"}),  # no mcp tool has that label
+        ([CALCULATOR], {"type": "mcp", "server_label": 5, "name": "evaluate"}),
+        ([CALCULATOR], {"type": "mcp", "server_label": "calculator", "name": ["evaluate"]}),
+        ([], {"type": "mcp", "server_label": "calculator"}),  # no mcp tools at all: it was dropped silently
+    ],
+)
+def test_a_tool_choice_naming_no_mcp_tool_is_a_400(
+    shared: Proxy, upstream: FakeUpstream, tools: list[dict[str, Any]], choice: dict[str, Any]
+) -> None:
+    # It was forwarded as a forced function the model was never offered ("other__evaluate",
+    # "5__evaluate", "calculator__['evaluate']"): the upstream's error, after an admission.
+    key, _ = shared.new_key()
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(shared, key).responses.create(model=MODEL, input=QUESTION, tools=tools, tool_choice=choice)  # type: ignore[arg-type]
+    assert info.value.status_code == 400 and isinstance(info.value.body, dict) and info.value.body["param"] == "tool_choice"
     assert upstream.received == []
 
 

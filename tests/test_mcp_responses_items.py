@@ -5,6 +5,7 @@ with the openai SDK's own types, streamed and plain giving the same items."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from pydantic import TypeAdapter
 
 from proxy.api.responses import ResponsesInbound
 from proxy.api.responses_mcp import ResponsesLoopItems, ResponsesLoopStream
+from proxy.mcp.loop import Limits, LoopTrace, run_tool_loop
 from proxy.mcp.servers import ToolResult, ToolSpec
 from proxy.providers.base import Usage
 from proxy.request.exchange import Exchange
@@ -106,3 +108,33 @@ def test_what_is_left_to_stream_of_the_answer() -> None:
     assert rest_of("earlier turn\n\n[note]", "cut sh", "[note]") == "\n\n[note]"  # a turn the deadline cut
     assert rest_of("earlier turn\n\n[note]", "", "[note]") == "[note]"  # that turn's text went out before its tool calls
     assert rest_of("[note]", "", "[note]") == "[note]"
+
+
+def test_two_calls_with_the_same_or_no_id_are_two_items_and_two_results() -> None:
+    # A provider may leave tool-call ids out (or repeat one): the items were keyed by id, so the
+    # first mcp_call stayed "in_progress" and the second was finished twice, and both tool results
+    # went back to the model under one tool_call_id.
+    for same in (None, "call_x"):
+        seen: list[list[dict[str, Any]]] = []
+
+        async def model(body: dict[str, Any], same: str | None = same, seen: list[Any] = seen) -> dict[str, Any]:
+            seen.append(body["messages"])
+            if len(seen) > 1:
+                return FINAL
+            calls = [
+                {"id": same, "type": "function", "function": {"name": "calculator__add", "arguments": f'{{"a": {i}}}'}} for i in (1, 2)
+            ]
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            return {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+
+        view = ResponsesLoopItems()
+        body = {"model": "m", "messages": [{"role": "user", "content": "1 + 2?"}]}
+        limits = Limits(max_depth=3, deadline=time.monotonic() + 10, max_result_chars=1000, max_tool_calls=8)
+        asyncio.run(run_tool_loop(model, body, [ADD], {}, limits, LoopTrace(), events=view))  # (no connection: each call fails)
+        assert [(i["type"], i["status"], i["arguments"]) for i in view.items] == [
+            ("mcp_call", "failed", '{"a": 1}'),
+            ("mcp_call", "failed", '{"a": 2}'),
+        ]
+        asked, *answers = seen[1][-3:]
+        ids = [c["id"] for c in asked["tool_calls"]]
+        assert len(set(ids)) == 2 and all(ids) and [a["tool_call_id"] for a in answers] == ids

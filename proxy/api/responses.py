@@ -121,15 +121,23 @@ class ResponsesInbound:
                 )
             history = stored["messages"]
         others, mcp = from_responses_tools(body.get("tools") or [], state.policy.mcp)
+        choice = body.get("tool_choice")
+        if mcp is None and isinstance(choice, Mapping) and choice.get("type") == "mcp":
+            raise InvalidRequest("tool_choice of type mcp needs a tool of type mcp with that server_label.", param="tool_choice")
         chat = wire.to_chat({**body, "tools": others} if mcp is not None else body, history)
         if mcp is not None:
             route = body.get("route")
             if isinstance(route, Mapping) and route.get("mcp") is not None:
                 raise InvalidRequest("Give the MCP servers either as tools of type mcp or as route.mcp, not both.", param="route.mcp")
             chat["route"] = {**(route if isinstance(route, Mapping) else {}), "mcp": mcp}
-            choice = body.get("tool_choice")
             if isinstance(choice, Mapping) and choice.get("type") == "mcp":  # OpenAI's ToolChoiceMcp
                 name = choice.get("name")
+                labels = [s if isinstance(s, str) else s["label"] for s in mcp["servers"]]
+                if choice.get("server_label") not in labels or not (name is None or (isinstance(name, str) and name)):
+                    raise InvalidRequest(
+                        "tool_choice of type mcp needs the server_label of one of the mcp tools (and a tool name, if any, as a string).",
+                        param="tool_choice",
+                    )
                 chat["tool_choice"] = (
                     {"type": "function", "function": {"name": f"{choice.get('server_label')}{SEPARATOR}{name}"}} if name else "required"
                 )

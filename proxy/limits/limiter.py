@@ -29,7 +29,7 @@ so a crash between reserve and settle cannot leak: the entry expires after
 Task budgets (X-Task-Id, scoped to the key) use the same scheme in the task's hash.
 
 Time is the Redis server's clock (TIME in the script), so replicas with skewed clocks share one
-window; the embedded store (one process) uses this process's clock. Day and month boundaries are
+window; the embedded store (one process) uses a steady clock (the wall clock at start, then monotonic). Day and month boundaries are
 UTC from this process's clock. The checks themselves are the admission contract
 (`proxy/limits/scripts.py`): Lua on Redis, or the same logic in-process for the embedded store.
 
@@ -76,7 +76,7 @@ from proxy.errors import StoreUnavailable
 from proxy.keys.store import KeyRecord
 from proxy.limits.format import NUSD_PER_USD, RejectionContext, next_period_start, rate_limit_headers, rejection_error
 from proxy.limits.guard import LimiterStats, StoreFailure, StoreGuard
-from proxy.limits.reservation import Reservation, usd_to_nusd
+from proxy.limits.reservation import Reservation, amount, usd_to_nusd
 from proxy.limits.scripts import scripts_of
 from proxy.limits.store import gate_of
 from proxy.limits.usage import DAY_RETENTION, MONTH_RETENTION, TOTAL_TTL_S, StoreLayout, UsageStore, task_name
@@ -163,7 +163,7 @@ class Limiter:
         not count as a second request); its deployment part is released first. If this one is
         refused, the earlier one's key part is still held: release it.
         """
-        tokens = max(int(input_tokens), 0) + max(int(output_tokens), 0)
+        tokens = amount(max(int(input_tokens), 0) + max(int(output_tokens), 0))
         day, month, now = self.usage.periods()
         task_cost, task_tokens = self._task_limits(key) if task_id else (None, None)
         tracked_task = task_id is not None and (task_cost is not None or task_tokens is not None)
@@ -174,7 +174,7 @@ class Limiter:
             model=model,
             deployment_id=deployment.id if deployment else None,
             tokens=tokens,
-            nusd=usd_to_nusd(cost_usd),
+            nusd=amount(usd_to_nusd(cost_usd)),
             task=task_name(task_id) if tracked_task and task_id else None,
             task_ttl_s=task_ttl if tracked_task else None,
             agent=agent,
@@ -269,10 +269,10 @@ class Limiter:
         Never raises for a store failure (the response is already out): counted in
         `stats.lost_settlements` and logged.
         """
-        inp, out = max(int(input_tokens), 0), max(int(output_tokens), 0)
+        inp, out = amount(int(input_tokens)), amount(int(output_tokens))
         day, month, now = self.usage.periods()
         use = {
-            "model": model or res.model, "inp": inp, "out": out, "nusd": usd_to_nusd(cost_usd),
+            "model": model or res.model, "inp": inp, "out": out, "nusd": amount(usd_to_nusd(cost_usd)),
             "exp_d": int((next_period_start(now, "day") + DAY_RETENTION).timestamp()),
             "exp_m": int((next_period_start(now, "month") + MONTH_RETENTION).timestamp()),
             "tot_ttl": TOTAL_TTL_S,

@@ -10,7 +10,9 @@ list of (score, member) plus a member -> score dict), and key expiry times in ms
 key is touched and by a sweep once a minute (so nothing outlives its TTL, as on Redis).
 
 Atomicity: every call runs to completion without awaiting, on the event loop's one thread.
-Time: `time.time()` (the process clock) unless the call fixes `now` (tests); Lua uses Redis TIME.
+Time: a steady clock (`steady_clock`: the wall clock at start, then `time.monotonic()`), unless
+the call fixes `now` (tests); Lua uses Redis TIME. A wall clock stepped back (NTP, a VM restore)
+would otherwise hold every window and reservation for the length of the step.
 Key expiry always runs on `clock` (Redis: on the server's clock, whatever time a script is given).
 Units as in the Lua headers: ms, integer nano-USD, integer tokens.
 """
@@ -26,6 +28,12 @@ from proxy.limits.local_scripts import admit, part, settle
 
 _TOP = "\U0010ffff"  # sorts after every member: (score, _TOP) bounds all entries of that score
 SWEEP_EVERY_MS = 60_000
+
+
+def steady_clock() -> Callable[[], float]:
+    """Unix seconds that never step: time.time() once, then time.monotonic()'s progress."""
+    offset = time.time() - time.monotonic()
+    return lambda: offset + time.monotonic()
 
 
 class ZSet:
@@ -69,23 +77,23 @@ class ZSet:
 class LocalScripts:
     in_process = True
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock or steady_clock()
         self.data: dict[str, Any] = {}
         self.expires: dict[str, int] = {}  # key name -> expiry, ms
-        self.now = 0  # the process clock at the latest call, ms (key expiry is judged by it)
+        self.now = 0  # the store's clock at the latest call, ms (key expiry is judged by it)
         self._swept = 0
 
     # ------------------------------------------------------------------ the keyspace
     def _at(self, p: dict[str, Any]) -> int:
-        """The call's time in ms (lib.lua clock_ms). Key expiry runs on the process clock even when
+        """The call's time in ms (lib.lua clock_ms). Key expiry runs on the store's clock even when
         the call fixes `now`, as Redis TTLs run on the server's clock whatever a script is told."""
         self._tick()
         return p["now"] if "now" in p else self.now
 
     def _tick(self) -> None:
         self.now = int(self.clock() * 1000)
-        if self.now - self._swept >= SWEEP_EVERY_MS:
+        if not 0 <= self.now - self._swept < SWEEP_EVERY_MS:  # (a clock stepped back sweeps now, not when it catches up)
             self.sweep()
 
     def sweep(self) -> None:

@@ -41,5 +41,21 @@ class Reservation:
         return f"{self.rid}|{self.nusd}|{self.tokens}"
 
 
+#: the largest amount the stores take (2**62 nano-USD, about 4.6e9 USD): within orjson's 64-bit
+#: integers for the Lua scripts, and a budget above it is unlimited in effect. Without it a budget
+#: of 1e300 USD overflowed here and 2e10 USD failed to encode (a 500 on every request of the key).
+MAX_NUSD = 2**62
+#: the largest tokens or nano-USD of one request the stores write (INCRBY, HINCRBY): 2**53. Lua
+#: numbers are doubles and reach Redis as "1e+17" beyond about 1e17, which it refuses (a 500),
+#: while the embedded store took any size.
+MAX_AMOUNT = 2**53
+
+
+def amount(n: int) -> int:
+    return min(max(n, 0), MAX_AMOUNT)
+
+
 def usd_to_nusd(usd: float) -> int:
+    if not usd * NUSD_PER_USD < MAX_NUSD:  # (also inf)
+        return MAX_NUSD
     return max(math.ceil(round(usd * NUSD_PER_USD, 3)), 0)

@@ -7,7 +7,8 @@ Two implementations, one contract (`tests/test_limits_contract.py` runs the same
   the Redis server's clock (TIME) unless a call fixes `now`.
 - `LocalScripts` (`proxy/limits/local.py`): the same three calls in pure Python on plain
   dicts and sorted lists, for the embedded store (no REDIS_URL). One process holds all its
-  limits, so the event loop's single thread makes each call atomic. Time is `time.time()`.
+  limits, so the event loop's single thread makes each call atomic. Time is a steady clock
+  (the wall clock at start, then monotonic: a clock stepped back does not hold the windows).
 
 Every call takes the key names the limiter built (`proxy/limits/usage.py` StoreLayout) and the
 parameters the Lua headers describe, and returns the same reply (a dict: the scripts' JSON,

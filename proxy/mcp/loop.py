@@ -13,6 +13,7 @@ and settled against the key. This module only knows MCP, the limits and the trac
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ async def run_tool_loop(
     trace.offered = len(tools)
     messages: list[Any] = list(body["messages"])
     last: dict[str, Any] | None = None
+    ids: set[str] = set()  # tool-call ids so far: each call's result (and Responses item) goes by its id
     for depth in range(1, limits.max_depth + 1):
         remaining = limits.deadline - time.monotonic()
         if remaining <= 0:
@@ -107,6 +109,10 @@ async def run_tool_loop(
             break
         if len(trace.tool_calls) + len(ours) > limits.max_tool_calls:
             return _stopped(last, trace, "tool_call_limit", offered)
+        for call in ours:  # a provider may leave ids out or repeat one
+            if not isinstance(call.get("id"), str) or not call["id"] or call["id"] in ids:
+                call["id"] = f"call_{os.urandom(12).hex()}"
+            ids.add(call["id"])
         messages.append({k: v for k, v in message.items() if k in ("role", "content", "tool_calls")})
         if events is not None:
             events.turn_done(message.get("content"))

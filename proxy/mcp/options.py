@@ -23,6 +23,13 @@ from proxy.errors import InvalidRequest, PermissionDenied
 from proxy.policy.mcp import SERVER_NAME, McpPolicy
 
 _FIELDS = ("servers", "allowed_tools", "max_depth")
+# allowed_tools are fnmatch patterns matched per tool on the event loop, and translating one is
+# quadratic in its unclosed brackets: a request's list and names stay within MCP's own sizes
+# (a tool name is at most 128 characters; a label 31, and its "__").
+MAX_PATTERNS = 256
+MAX_NAME_CHARS = 128
+MAX_PATTERN_CHARS = 31 + 2 + MAX_NAME_CHARS
+MAX_URL_SERVERS = 16  # each is an MCP session opened for the one request
 
 
 @dataclass(frozen=True)
@@ -84,14 +91,25 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
             names.append(item)
         elif isinstance(item, Mapping) and isinstance(item.get("url"), str):
             urls.append(_url_server(item, where, policy))
+            if any(label == urls[-1][0] for label, _ in urls[:-1]):  # (headers are looked up by label)
+                raise InvalidRequest(f"{where}.label: {urls[-1][0]!r} names two servers", param=f"{where}.label")
             headers = _headers(item.get("headers"), f"{where}.headers")
             if headers:
                 url_headers.append((urls[-1][0], headers))
         else:
             raise InvalidRequest(f"{where} must be a server name or an object with label and url", param=where)
+    if len(urls) > MAX_URL_SERVERS:
+        raise InvalidRequest(f"route.mcp.servers: at most {MAX_URL_SERVERS} servers given by url", param="route.mcp.servers")
     allowed = spec.get("allowed_tools")
-    if allowed is not None and (not isinstance(allowed, list) or not all(isinstance(p, str) and p for p in allowed)):
-        raise InvalidRequest("route.mcp.allowed_tools must be a list of tool-name patterns", param="route.mcp.allowed_tools")
+    if allowed is not None and (
+        not isinstance(allowed, list)
+        or len(allowed) > MAX_PATTERNS
+        or not all(isinstance(p, str) and 0 < len(p) <= MAX_PATTERN_CHARS for p in allowed)
+    ):
+        raise InvalidRequest(
+            f"route.mcp.allowed_tools must be a list of at most {MAX_PATTERNS} tool-name patterns of at most {MAX_PATTERN_CHARS} characters",
+            param="route.mcp.allowed_tools",
+        )
     depth = spec.get("max_depth")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise InvalidRequest("route.mcp.max_depth must be a positive integer", param="route.mcp.max_depth")
@@ -105,6 +123,10 @@ def _tools(spec: Any, policy: McpPolicy) -> ToolRequest | None:
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+# Headers that address or frame the request rather than authorize it: the HTTP client would send
+# them as given (Host: another site behind the allowed address; Content-Length with
+# Transfer-Encoding: one request framed two ways).
+_RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "expect"})
 
 
 def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -117,6 +139,8 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     for name, text in value.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name) or not isinstance(text, str) or any(c in text for c in "\r\n\0"):
             raise InvalidRequest(f"{where}.{name}: a header needs a token name and a one-line string value", param=f"{where}.{name}")
+        if name.lower() in _RESERVED or name.lower().startswith("proxy-"):
+            raise InvalidRequest(f"{where}.{name}: the proxy sets this header itself", param=f"{where}.{name}")
         out.append((name, text))
     return tuple(out)
 
@@ -127,7 +151,8 @@ def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple
     label = item.get("label") or item.get("server_label")
     if not isinstance(label, str) or not SERVER_NAME.match(label) or "__" in label or label in policy.servers:
         raise InvalidRequest(f"{where}.label must be a new lowercase name (letters, digits, - and _)", param=f"{where}.label")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c <= " " or c == "\x7f" for c in url):
+        # (urlsplit drops tabs and newlines before reading the host; the HTTP client would not)
         raise InvalidRequest(f"{where}.url must be an http(s) URL", param=f"{where}.url")
     if parts.hostname.lower() not in {h.lower() for h in policy.request_url_hosts}:
         raise PermissionDenied(
@@ -148,6 +173,7 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
     others: list[Any] = []
     servers: list[Any] = []
     patterns: list[str] = []
+    labels: set[str] = set()
     for i, tool in enumerate(tools):
         if not (isinstance(tool, Mapping) and tool.get("type") == "mcp"):
             others.append(tool)
@@ -156,6 +182,9 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
         label = tool.get("server_label")
         if not isinstance(label, str) or not label:
             raise InvalidRequest(f"{where}.server_label is required for an mcp tool", param=f"{where}.server_label")
+        if label in labels:
+            raise InvalidRequest(f"{where}.server_label: {label!r} is the label of an earlier mcp tool", param=f"{where}.server_label")
+        labels.add(label)
         approval = tool.get("require_approval", "never")
         if approval is not None and approval != "never" and not (isinstance(approval, Mapping) and set(approval) == {"never"}):
             raise InvalidRequest(
@@ -167,6 +196,10 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
             raise InvalidRequest(f"{where}.connector_id: OpenAI connectors are not available here; name a server_label", param=where)
         url = tool.get("server_url")
         if url:
+            if sum(1 for s in servers if not isinstance(s, str)) == MAX_URL_SERVERS:
+                raise InvalidRequest(
+                    f"{where}.server_url: at most {MAX_URL_SERVERS} mcp tools with a server_url", param=f"{where}.server_url"
+                )
             server: Any = {"label": label, "url": url}
             if tool.get("headers"):
                 server["headers"] = tool["headers"]
@@ -189,13 +222,21 @@ def from_responses_tools(tools: list[Any], policy: McpPolicy | None = None) -> t
         servers.append(server)
         allowed = tool.get("allowed_tools")
         if isinstance(allowed, Mapping):
+            if allowed.get("read_only"):  # the proxy does not know which tools only read: never offer them all instead
+                raise InvalidRequest(
+                    f"{where}.allowed_tools.read_only is not supported here; list the tool_names", param=f"{where}.allowed_tools"
+                )
             allowed = allowed.get("tool_names")
         if allowed is None:
             patterns.append(f"{label}__*")
-        elif isinstance(allowed, list) and all(isinstance(n, str) for n in allowed):
+        elif isinstance(allowed, list) and all(isinstance(n, str) and len(n) <= MAX_NAME_CHARS for n in allowed):
             patterns.extend(f"{label}__{n}" for n in allowed)
         else:
-            raise InvalidRequest(f"{where}.allowed_tools must be a list of tool names", param=f"{where}.allowed_tools")
+            raise InvalidRequest(
+                f"{where}.allowed_tools must be a list of tool names of at most {MAX_NAME_CHARS} characters", param=f"{where}.allowed_tools"
+            )
+        if len(patterns) > MAX_PATTERNS:
+            raise InvalidRequest(f"{where}.allowed_tools: at most {MAX_PATTERNS} tool names in all", param=f"{where}.allowed_tools")
     if not servers:
         return others, None
     return others, {"servers": servers, "allowed_tools": patterns}

@@ -59,6 +59,8 @@ async def handle_chat(state: AppState, request: Request, inbound: Inbound | None
                 f"route.mcp (the MCP tool loop) is available on /v1/chat/completions and /v1/responses, not on {ex.endpoint}.",
                 param="route.mcp",
             )
+        if ask.tools is not None and req.n > 1:  # the loop follows one conversation: n more would be paid for, not returned
+            raise InvalidRequest("route.mcp (the MCP tool loop) runs one conversation: n must be 1.", param="n")
         ex.plan = plan = await _plan(state, ex, request.headers)
         req, subset = toolloop.assemble_context(state, ex, plan.request or req, ask)
         plan = ex.plan

@@ -67,12 +67,14 @@ def burst(urls: list[str], key: str, n: int, body: dict[str, object] | None = No
 
 
 @contextmanager
-def proxy_process(redis_url: str, upstream_url: str, policy_dir: Path, *args: str, ready_s: float = 120.0) -> Iterator[str]:
+def proxy_process(redis_url: str | None, upstream_url: str, policy_dir: Path, *args: str, ready_s: float = 120.0) -> Iterator[str]:
     """`autoroute serve` in its own process on a free port (extra CLI `args`, e.g. --workers 2);
-    yields its URL once /readyz is 200 (a loaded machine can take a while to import litellm)."""
+    yields its URL once /readyz is 200 (a loaded machine can take a while to import litellm).
+    `redis_url` None: no REDIS_URL at all, the embedded store."""
     port = free_port()
     env = {
-        **os.environ, **provider_environ(upstream_url), "PYTHONPATH": str(REPO), "REDIS_URL": redis_url,
+        **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "AUTOROUTE_REDIS_URL")},
+        **provider_environ(upstream_url), "PYTHONPATH": str(REPO), **({"REDIS_URL": redis_url} if redis_url else {}),
         "AUTOROUTE_MASTER_KEY": MASTER, "AUTOROUTE_POLICY_DIR": str(policy_dir), "AUTOROUTE_LOG_LEVEL": "warning",
     }  # fmt: skip
     cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(port), *args]
