@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from proxy.observe.export import mark_worker_dead, prepare_multiprocess_dir, render
 from tests.support.deploy_paths import ROOT
 from tests.support.servers import free_port as _free_port
-from tests.test_metrics import families
+from tests.test_metrics_exposition import families
 
 # ── multiprocess mode, for real ──────────────────────────────────────────────────────
 WRITER = textwrap.dedent("""
