@@ -104,10 +104,27 @@ def run(cfg: Config, which: str = "both", seed: int = 0, verbose: bool = False, 
         for t in targets:
             q = score(policy, data, t)
             print(f"    target {t:.2f}: adequate {q.adequacy:.3f}  cost {q.cost_share:.3f}")
+        matched = cost_at(policy, data, (0.94, 0.95, 0.96))
+        print(
+            "    the dial swept (tier models compared at equal adequacy): "
+            + ", ".join(f"adequate {a:.2f} at cost {c:.3f} (target {t:.2f})" for a, c, t in matched)
+        )
         if verbose:
             print("  cost by category (routed / oracle share of always-Sonnet):  " + cost_by_category(policy, data))
     print(f"elapsed {time.monotonic() - started:.0f} s")
     return results
+
+
+def cost_at(policy: Any, data: Sequence[tuple[Mapping[str, Any], Any]], wanted: Sequence[float]) -> list[tuple[float, float, float]]:
+    """(adequacy, cost, target) of the cheapest swept target reaching each wanted adequacy."""
+    points = [score(policy, data, t / 100) for t in range(50, 100)]
+    out = []
+    for a in wanted:
+        reach = [p for p in points if p.adequacy >= a]
+        if reach:
+            best = min(reach, key=lambda p: p.cost_share)
+            out.append((a, best.cost_share, best.target))
+    return out
 
 
 def confusion(data: Sequence[tuple[Mapping[str, Any], Any]]) -> str:
@@ -132,13 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c-tier", type=float, default=DEFAULT.c_tier)
     parser.add_argument("--min-df", type=int, default=DEFAULT.min_df)
     parser.add_argument("--balanced", action="store_true")
+    parser.add_argument("--structure-value", type=float, default=DEFAULT.structure_value)
+    parser.add_argument("--per-category", type=float, default=DEFAULT.per_category)
     parser.add_argument("--which", choices=("both", "writers", "folds"), default="both")
     parser.add_argument("--targets", type=float, nargs="*", default=())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="The least populated class")
-    cfg = Config(c_category=args.c_category, c_tier=args.c_tier, min_df=args.min_df, balanced=args.balanced)
+    cfg = Config(
+        c_category=args.c_category,
+        c_tier=args.c_tier,
+        min_df=args.min_df,
+        balanced=args.balanced,
+        structure_value=args.structure_value,
+        per_category=args.per_category,
+    )
     run(cfg, args.which, args.seed, args.verbose, args.targets)
     return 0
 

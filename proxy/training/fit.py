@@ -22,10 +22,12 @@ from typing import Any
 from proxy.training.dataset import Example
 
 MIN_DF = 2
-C_CATEGORY = 20.0
-C_TIER = 4.0
+C_CATEGORY = 100.0
+C_TIER = 20.0
+STRUCTURE_VALUE = 0.1  # a structure feature's value (text features: 1/sqrt(count)); chosen by cv.py
 FOLDS = 5
 TIERS = (2, 3, 4)
+MIN_CALIBRATION_ROWS = 80  # a category's own calibrator needs this many training rows predicted in it
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Config:
     c_tier: float = C_TIER
     min_df: int = MIN_DF
     balanced: bool = False  # class_weight="balanced" for the category models
+    structure_value: float = STRUCTURE_VALUE
+    per_category: float = 0.0  # weight of per-(predicted category) isotonic calibrators, blended with the global one
 
 
 DEFAULT = Config()
@@ -63,7 +67,7 @@ def vocabulary(examples: Sequence[Example], min_df: int = MIN_DF) -> dict[str, i
     return {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= min_df))}
 
 
-def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: float = 1.0) -> Any:
+def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: float = STRUCTURE_VALUE) -> Any:
     np, sparse, *_ = _sklearn()
     rows, cols, vals = [], [], []
     for r, ex in enumerate(examples):
@@ -111,7 +115,7 @@ def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str
     for fit_idx, held_idx in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(strata, strata):
         fold = [examples[i] for i in fit_idx]
         vocab = vocabulary(fold, cfg.min_df)
-        X_fit, X_held = matrix(fold, vocab), matrix([examples[i] for i in held_idx], vocab)
+        X_fit, X_held = matrix(fold, vocab, cfg.structure_value), matrix([examples[i] for i in held_idx], vocab, cfg.structure_value)
         W, b = _models(X_fit, cats[fit_idx], tiers[fit_idx], seed, categories, cfg)
         logits = np.asarray(X_held @ W.T) + b
         cat_logits[held_idx] = logits[:, : len(categories)]
@@ -130,10 +134,21 @@ def fit_data(examples: Sequence[Example], categories: Sequence[str], seed: int =
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof_tier[:, k], (tiers >= t).astype(float))
         calibration[str(t)] = [[round(float(x), 5) for x in iso.X_thresholds_], [round(float(y), 5) for y in iso.y_thresholds_]]
         oof_probs[:, k + 1] = np.minimum(oof_probs[:, k], iso.predict(oof_tier[:, k]))
+    if cfg.per_category > 0:
+        predicted = np.array(categories)[oof_cat.argmax(axis=1)]
+        for c in categories:
+            rows = predicted == c
+            if rows.sum() < MIN_CALIBRATION_ROWS:
+                continue
+            for k, t in enumerate(TIERS):
+                iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+                    oof_tier[rows, k], (tiers[rows] >= t).astype(float)
+                )
+                calibration[f"{c}:{t}"] = [[round(float(x), 5) for x in iso.X_thresholds_], [round(float(y), 5) for y in iso.y_thresholds_]]
     oof_accuracy = float(np.mean(np.array(categories)[oof_cat.argmax(axis=1)] == np.array([ex.category for ex in examples])))
 
     vocab = vocabulary(examples, cfg.min_df)
-    X = matrix(examples, vocab)
+    X = matrix(examples, vocab, cfg.structure_value)
     W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories, cfg)  # outputs x features
     weights = {}
     for f, j in vocab.items():
@@ -147,6 +162,8 @@ def fit_data(examples: Sequence[Example], categories: Sequence[str], seed: int =
         "bias": [round(float(v), 5) for v in b],
         "weights": weights,
         "calibration": calibration,
+        "calibration_blend": cfg.per_category,
+        "structure_value": cfg.structure_value,
         "meta": {**asdict(cfg), "oof_category_accuracy": round(oof_accuracy, 4)},
     }
     return data, oof_probs
