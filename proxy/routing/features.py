@@ -25,13 +25,13 @@ from typing import Any
 
 from proxy.routing.textscan import Conversation
 
-TEXT_HEAD, TEXT_TAIL = 800, 200  # characters of the last user turn read for words
-MAX_WORDS = 160
+TEXT_HEAD, TEXT_TAIL = 500, 200  # characters of the last user turn read for words
+MAX_WORDS = 100
 GRAM_CHARS = 200  # characters (of the normalised first words) cut into char 4-grams
 SIDE_CHARS = 300  # system prompt / previous turn
 _WORD = re.compile(r"\w+")
-SHAPE_CHARS = 4000  # characters of the turn read for its shape (words, lines, list items, sentences)
-_ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s", re.M)
+SHAPE_CHARS = 2000  # characters of the turn read for its shape (words, lines, list items, sentences)
+_ITEM = re.compile(r"\s*(?:[-*\u2022]|\d+[.)])\s")  # a list item at the start of a line
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff1f\uff01](?:\s|$)")
 
 
@@ -57,9 +57,12 @@ _SCRIPTS = (
 
 def script_of(text: str) -> str:
     """The dominant non-Latin script of a short sample, `latin` when none, `accented` for Latin with diacritics."""
+    sample = text[:200]
+    if sample.isascii():
+        return "latin"
     counts: dict[str, int] = {}
     accented = 0
-    for ch in text[:200]:
+    for ch in sample:
         o = ord(ch)
         if o < 0x80:
             continue
@@ -103,7 +106,7 @@ def shape_features(head: str) -> list[str]:
     return [
         f"words {_bucket(len(head.split()), (5, 10, 20, 40, 80, 160, 320))}",
         f"lines {_bucket(head.count(chr(10)), (1, 3, 8, 20))}",
-        f"items {_bucket(len(_ITEM.findall(head)), (1, 3, 6))}",
+        f"items {_bucket(sum(1 for line in head.split(chr(10)) if _ITEM.match(line)), (1, 3, 6))}",
         f"qmarks {_bucket(head.count('?') + head.count(chr(0xFF1F)), (1, 2, 4))}",
         f"sentences {_bucket(len(_SENTENCE_END.findall(head)), (1, 2, 4, 8))}",
     ]

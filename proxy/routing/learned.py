@@ -80,11 +80,11 @@ class Router:
 
     def logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
         get = self.weights.get
-        found = [v for v in map(get, text) if v is not None]
-        tsum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
+        found = list(filter(None, map(get, text)))  # weight rows are non-empty tuples: filter(None) drops the misses in C
+        tsum = list(map(sum, zip(*found, strict=False))) if found else self._zero
         scale = 1.0 / math.sqrt(len(text)) if text else 0.0
-        found = [v for v in map(get, structure) if v is not None]
-        ssum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
+        found = list(filter(None, map(get, structure)))
+        ssum = list(map(sum, zip(*found, strict=False))) if found else self._zero
         sv = self.structure_value
         return [b + scale * t + sv * s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
 
