@@ -149,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c-tier", type=float, default=DEFAULT.c_tier)
     parser.add_argument("--min-df", type=int, default=DEFAULT.min_df)
     parser.add_argument("--balanced", action="store_true")
+    parser.add_argument(
+        "--by-writer",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT.by_writer,
+        help="calibrate on leave-one-writer-out predictions",
+    )
     parser.add_argument("--structure-value", type=float, default=DEFAULT.structure_value)
     parser.add_argument("--per-category", type=float, default=DEFAULT.per_category)
     parser.add_argument("--which", choices=("both", "writers", "folds"), default="both")
@@ -162,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         c_tier=args.c_tier,
         min_df=args.min_df,
         balanced=args.balanced,
+        by_writer=args.by_writer,
         structure_value=args.structure_value,
         per_category=args.per_category,
     )

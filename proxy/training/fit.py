@@ -39,6 +39,7 @@ class Config:
     min_df: int = MIN_DF
     balanced: bool = False  # class_weight="balanced" for the category models
     structure_value: float = STRUCTURE_VALUE
+    by_writer: bool = True  # calibrate on leave-one-writer-out predictions (id prefix), not stratified folds
     per_category: float = 0.0  # weight of per-(predicted category) isotonic calibrators, blended with the global one
 
 
@@ -112,7 +113,12 @@ def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str
     strata = np.array([s if counts[s] >= FOLDS else s.split(":")[0] for s in strata])
     cat_logits = np.zeros((len(examples), len(categories)))
     tier_logits = np.zeros((len(examples), len(TIERS)))
-    for fit_idx, held_idx in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(strata, strata):
+    writers = np.array([ex.id.split("-", 1)[0] for ex in examples])
+    if cfg.by_writer and len(set(writers)) >= 3:
+        folds = [(np.where(writers != w)[0], np.where(writers == w)[0]) for w in sorted(set(writers))]
+    else:
+        folds = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(strata, strata))
+    for fit_idx, held_idx in folds:
         fold = [examples[i] for i in fit_idx]
         vocab = vocabulary(fold, cfg.min_df)
         X_fit, X_held = matrix(fold, vocab, cfg.structure_value), matrix([examples[i] for i in held_idx], vocab, cfg.structure_value)
