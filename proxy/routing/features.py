@@ -25,9 +25,9 @@ from typing import Any
 
 from proxy.routing.textscan import Conversation
 
-TEXT_HEAD, TEXT_TAIL = 500, 200  # characters of the last user turn read for words
+TEXT_HEAD, TEXT_TAIL = 300, 150  # characters of the last user turn read for words
 MAX_WORDS = 100
-GRAM_CHARS = 200  # characters (of the normalised first words) cut into char 4-grams
+GRAM_CHARS = 80  # characters (of the normalised first words) cut into char 4-grams
 SIDE_CHARS = 300  # system prompt / previous turn
 _WORD = re.compile(r"\w+")
 SHAPE_CHARS = 2000  # characters of the turn read for its shape (words, lines, list items, sentences)
