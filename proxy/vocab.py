@@ -166,3 +166,12 @@ class Endpoint(StrEnum):
     ROUTE = "route"
     FEEDBACK = "feedback"
     MCP = "mcp"
+
+
+class ImplicitSignal(StrEnum):
+    """A bad outcome the proxy saw itself, recorded as implicit feedback on the decision (`reason`)."""
+
+    UPSTREAM_ERROR = "upstream_error"  # the routed model and its fallbacks failed
+    RETRIED_STRONGER = "retried_stronger"  # the same task (X-Task-Id) routed again to a more capable tier
+    TRUNCATED = "truncated"  # the upstream stopped at its token limit (finish_reason "length")
+    TOOL_CALL_UNPARSABLE = "tool_call_unparsable"  # a tool call whose arguments are not a JSON object

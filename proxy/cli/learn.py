@@ -69,7 +69,9 @@ def _train(args: argparse.Namespace) -> int:
     ]
     print(
         curve.format_curve(
-            curve.curve(policy, data), "cross-validated on the train split (choose quality_target here; accuracy column = the heuristic's)"
+            curve.curve(policy, data),
+            "out-of-fold on the train split, calibrated on the same predictions (optimistic; choose quality_target with "
+            "python -m proxy.training.cv; accuracy column = the heuristic's)",
         )
     )
     return 0

@@ -5,8 +5,10 @@ features the router used (category, per-tier adequacy, token estimates: never pr
 A rating arrives as `{"decision_id", "rating": "good"|"bad"}` or `{"decision_id", "score": 0..1}`
 with an optional `reason`, under the same key: an unknown decision id, or one made by another
 key, is 404 (a key cannot probe or rate another key's traffic). Implicit signals are recorded
-by the proxy: an upstream error (the routed model and its fallbacks failed), and the same task
-(X-Task-Id) routed again to a more capable tier (a retry with a stronger preference or target). `GET /admin/feedback` returns the records as JSONL, the input of
+by the proxy (vocab.ImplicitSignal): an upstream error (the routed model and its fallbacks
+failed), an answer cut at the token limit (finish_reason "length"), a tool call whose arguments
+do not parse as JSON (proxy/request/signals.py), and the same task (X-Task-Id) routed again to
+a more capable tier (a retry with a stronger preference or target). `GET /admin/feedback` returns the records as JSONL, the input of
 `autoroute calibrate --feedback` (per (category, tier) Beta posteriors -> calibration.json).
 With AUTOROUTE_FEEDBACK_FILE set, each record is also appended to that file.
 """
@@ -23,6 +25,7 @@ import orjson
 from starlette.responses import Response
 
 from proxy.errors import InvalidRequest, NotFound
+from proxy.vocab import ImplicitSignal
 
 MAX_REASON = 500
 RATINGS = {"good": 1.0, "bad": 0.0}
@@ -66,7 +69,7 @@ class FeedbackStore:
                 self._tasks.popitem(last=False)
             before = self._decisions.get(previous) if previous else None
             if before is not None and previous is not None and tier < before[1]:
-                self.submit(previous, key_id, 0.0, "retried_stronger", source="implicit")
+                self.submit(previous, key_id, 0.0, ImplicitSignal.RETRIED_STRONGER, source="implicit")
         # a str: orjson's bytes keep the 4 KB block they were written into
         self._decisions[decision_id] = (key_id, tier, model, orjson.dumps(features).decode(), policy_hash)
         while len(self._decisions) > self.kept:

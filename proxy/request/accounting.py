@@ -9,7 +9,7 @@ from proxy.observe.decisions import DecisionRecord
 from proxy.observe.metrics import outcome_of
 from proxy.providers.base import Usage
 from proxy.request.exchange import Exchange
-from proxy.vocab import BudgetPeriod, Endpoint
+from proxy.vocab import BudgetPeriod, Endpoint, ImplicitSignal
 
 if TYPE_CHECKING:
     from proxy.keys.store import KeyRecord
@@ -81,7 +81,10 @@ async def record(state: AppState, ex: Exchange) -> None:
             key=key_name,
         )
     if ex.endpoint != Endpoint.ROUTE and plan is not None and plan.routed and ex.status >= 500 and ex.key is not None:
-        state.feedback.implicit(ex.decision_id, ex.key.id, "upstream_error")  # the routed model (and its fallbacks) failed
+        state.feedback.implicit(ex.decision_id, ex.key.id, ImplicitSignal.UPSTREAM_ERROR)  # the routed model (and its fallbacks) failed
+    if ex.endpoint != Endpoint.ROUTE and plan is not None and plan.routed and ex.key is not None:
+        for signal in ex.signals:  # truncated, tool_call_unparsable (proxy/request/signals.py)
+            state.feedback.implicit(ex.decision_id, ex.key.id, signal)
     state.decisions.record(log_record(ex, key_name, estimated))
 
 

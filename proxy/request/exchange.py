@@ -63,6 +63,7 @@ class Exchange:
     notes: list[str] = field(default_factory=list)  # what an inbound adapter changed (x-autoroute-note)
     tools: LoopTrace | None = None  # the MCP tool loop's model and tool calls (proxy/request/toolloop.py)
     context_category: str | None = None  # whose system prompt the context assembler added
+    signals: list[str] = field(default_factory=list)  # implicit feedback seen in the answer (proxy/request/signals.py)
 
     @property
     def routed(self) -> bool:

@@ -33,6 +33,7 @@ from proxy.request.canonical import CanonicalRequest
 from proxy.request.exchange import Exchange
 from proxy.request.inbound import Inbound, LoopInbound
 from proxy.request.relay import RelayResponse, stream_events
+from proxy.request.signals import completion_signals
 from proxy.request.toolloop_stream import chat_sink, loop_events
 from proxy.routing.planning import Plan, plan_request
 from proxy.routing.textscan import read_conversation
@@ -118,6 +119,7 @@ async def handle_chat(state: AppState, request: Request, inbound: Inbound | None
         result = completion.body
         result["model"] = ex.outcome.model.id if ex.outcome.model else result.get("model")
         accounting.settle_usage(ex, completion.usage, accounting.output_chars(result, "message"))
+        ex.signals = completion_signals(result)
         if inbound is not None:
             result = await inbound.render(state, ex, body, result)
         ex.completed(200)

@@ -25,6 +25,7 @@ from proxy.request import accounting
 from proxy.request.drain import StreamCut
 from proxy.request.exchange import Exchange
 from proxy.request.inbound import StreamRenderer
+from proxy.request.signals import StreamSignals
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
@@ -40,18 +41,21 @@ async def stream_events(
     text_chars = 0
     last: dict[str, Any] = opened.first
     tracked = state.drain.track()
+    watch = StreamSignals()
     try:
         chunk: dict[str, Any] | None = opened.first
         while chunk is not None:
             if chunk.get("choices") or not chunk.get("usage"):  # the upstream's usage chunk: ours comes last
                 chunk["model"] = model_id
                 text_chars += accounting.output_chars(chunk, "delta")
+                watch.feed(chunk)
                 if ex.ttft_s is None:
                     ex.ttft_s = ex.total_seconds
                 last = chunk
                 yield sse.encode(chunk) if renderer is None else renderer.chunk(chunk)
             chunk = await tracked.next(opened.rest)
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
+        ex.signals = watch.signals()
         if renderer is not None:
             yield await renderer.end(ex.usage)
         elif include_usage and ex.usage is not None:

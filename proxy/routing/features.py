@@ -10,7 +10,8 @@ and inference (`proxy/routing/learned.py`) so the two can never drift apart:
 * structure: the heuristic classifier's verdict (category, runner-up, complexity, confidence)
   and signals, bucketed: tools present / tool results after the last user turn, images,
   turns, sizes of the turn / largest message / whole request, code density and fences, maths,
-  question form, structured output, the script of the turn.
+  question form, structured output, the script of the turn, and its shape (words, lines, list
+  items, question marks, sentences of its first SHAPE_CHARS characters: how much it asks).
 
 Every window is bounded (TEXT_HEAD + TEXT_TAIL characters of the turn, GRAM_CHARS for
 n-grams), so the cost does not grow with a pasted 100k-token document.
@@ -24,11 +25,14 @@ from typing import Any
 
 from proxy.routing.textscan import Conversation
 
-TEXT_HEAD, TEXT_TAIL = 800, 200  # characters of the last user turn read for words
-MAX_WORDS = 160
-GRAM_CHARS = 200  # characters (of the normalised first words) cut into char 4-grams
+TEXT_HEAD, TEXT_TAIL = 300, 150  # characters of the last user turn read for words
+MAX_WORDS = 100
+GRAM_CHARS = 80  # characters (of the normalised first words) cut into char 4-grams
 SIDE_CHARS = 300  # system prompt / previous turn
 _WORD = re.compile(r"\w+")
+SHAPE_CHARS = 2000  # characters of the turn read for its shape (words, lines, list items, sentences)
+_ITEM = re.compile(r"\s*(?:[-*\u2022]|\d+[.)])\s")  # a list item at the start of a line
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff1f\uff01](?:\s|$)")
 
 
 def _bucket(value: float, edges: tuple[float, ...]) -> int:
@@ -53,9 +57,12 @@ _SCRIPTS = (
 
 def script_of(text: str) -> str:
     """The dominant non-Latin script of a short sample, `latin` when none, `accented` for Latin with diacritics."""
+    sample = text[:200]
+    if sample.isascii():
+        return "latin"
     counts: dict[str, int] = {}
     accented = 0
-    for ch in text[:200]:
+    for ch in sample:
         o = ord(ch)
         if o < 0x80:
             continue
@@ -94,6 +101,17 @@ def text_features(conv: Conversation, tools: list[Any]) -> set[str]:
     return out
 
 
+def shape_features(head: str) -> list[str]:
+    """How much the ask asks: words, lines, list items, question marks, sentences (a bounded head)."""
+    return [
+        f"words {_bucket(len(head.split()), (5, 10, 20, 40, 80, 160, 320))}",
+        f"lines {_bucket(head.count(chr(10)), (1, 3, 8, 20))}",
+        f"items {_bucket(sum(1 for line in head.split(chr(10)) if _ITEM.match(line)), (1, 3, 6))}",
+        f"qmarks {_bucket(head.count('?') + head.count(chr(0xFF1F)), (1, 2, 4))}",
+        f"sentences {_bucket(len(_SENTENCE_END.findall(head)), (1, 2, 4, 8))}",
+    ]
+
+
 def structure_features(conv: Conversation, tools: list[Any], body: Mapping[str, Any], c: Any) -> list[str]:
     """`c` is the heuristic Classification (category, complexity, confidence, signals)."""
     category, complexity, signals = c.category, c.complexity, c.signals
@@ -117,6 +135,7 @@ def structure_features(conv: Conversation, tools: list[Any], body: Mapping[str, 
         f"fences {min(int(signals.get('code_blocks') or 0), 3)}",
         f"math {_bucket(int(signals.get('math') or 0), (1, 3, 8))}",
         "script " + script_of(ask),
+        *shape_features(ask[:SHAPE_CHARS]),
     ]
     if conv.in_tool_loop:
         out.append("loop")

@@ -68,18 +68,25 @@ class Router:
         self.tiers: tuple[int, ...] = tuple(data["tiers"])  # the thresholds after the categories (2, 3, 4)
         self.bias: tuple[float, ...] = tuple(data["bias"])
         self.weights: dict[str, Sequence[float]] = {k: tuple(v) for k, v in data["weights"].items()}
-        self.calibrators = {int(t): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in data["calibration"].items()}
+        cal = data["calibration"]
+        self.calibrators = {int(t): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in cal.items() if ":" not in t}
+        self.blend = float(data.get("calibration_blend", 0.0))  # weight of the predicted category's own calibrator
+        self.by_category = {
+            (t.split(":")[0], int(t.split(":")[1])): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in cal.items() if ":" in t
+        }
         self.meta: Mapping[str, Any] = data.get("meta", {})
         self._zero = (0.0,) * len(self.bias)
+        self.structure_value = float(data.get("structure_value", 1.0))  # a structure feature's value in the design matrix
 
     def logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
         get = self.weights.get
-        found = [v for v in map(get, text) if v is not None]
-        tsum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
+        found = list(filter(None, map(get, text)))  # weight rows are non-empty tuples: filter(None) drops the misses in C
+        tsum = list(map(sum, zip(*found, strict=False))) if found else self._zero
         scale = 1.0 / math.sqrt(len(text)) if text else 0.0
-        found = [v for v in map(get, structure) if v is not None]
-        ssum = [sum(col) for col in zip(*found, strict=False)] if found else self._zero
-        return [b + scale * t + s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
+        found = list(filter(None, map(get, structure)))
+        ssum = list(map(sum, zip(*found, strict=False))) if found else self._zero
+        sv = self.structure_value
+        return [b + scale * t + sv * s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
 
     def probabilities(self, logits: Sequence[float]) -> Prediction:
         n = len(self.categories)
@@ -90,11 +97,17 @@ class Router:
         order = sorted(range(n), key=lambda i: -cat[i])
         p = 1.0
         adequacy = [1.0]
+        category = self.categories[order[0]]
         for i, tier in enumerate(self.tiers):
-            p = min(p, self.calibrators[tier](logits[n + i]))
+            x = logits[n + i]
+            q = self.calibrators[tier](x)
+            own = self.by_category.get((category, tier)) if self.blend else None
+            if own is not None:
+                q = (1.0 - self.blend) * q + self.blend * own(x)
+            p = min(p, q)
             adequacy.append(p)
         return Prediction(
-            category=self.categories[order[0]],
+            category=category,
             confidence=exps[order[0]] / total,
             adequacy=(adequacy[0], adequacy[1], adequacy[2], adequacy[3]),
             runner_up=self.categories[order[1]],

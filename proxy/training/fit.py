@@ -16,15 +16,34 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from proxy.training.dataset import Example
 
 MIN_DF = 2
-C_CATEGORY = 20.0
-C_TIER = 4.0
+C_CATEGORY = 100.0
+C_TIER = 20.0
+STRUCTURE_VALUE = 0.1  # a structure feature's value (text features: 1/sqrt(count)); chosen by cv.py
 FOLDS = 5
 TIERS = (2, 3, 4)
+MIN_CALIBRATION_ROWS = 80  # a category's own calibrator needs this many training rows predicted in it
+
+
+@dataclass(frozen=True)
+class Config:
+    """The fit's knobs (cross-validated with `python -m proxy.training.cv`; the defaults ship)."""
+
+    c_category: float = C_CATEGORY
+    c_tier: float = C_TIER
+    min_df: int = MIN_DF
+    balanced: bool = False  # class_weight="balanced" for the category models
+    structure_value: float = STRUCTURE_VALUE
+    by_writer: bool = True  # calibrate on leave-one-writer-out predictions (id prefix), not stratified folds
+    per_category: float = 0.0  # weight of per-(predicted category) isotonic calibrators, blended with the global one
+
+
+DEFAULT = Config()
 
 
 def _sklearn() -> Any:
@@ -41,15 +60,15 @@ def _sklearn() -> Any:
     return np, sparse, IsotonicRegression, LogisticRegression, StratifiedKFold
 
 
-def vocabulary(examples: Sequence[Example]) -> dict[str, int]:
+def vocabulary(examples: Sequence[Example], min_df: int = MIN_DF) -> dict[str, int]:
     df: Counter[str] = Counter()
     for ex in examples:
         df.update(ex.text)
         df.update(set(ex.structure))
-    return {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= MIN_DF))}
+    return {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= min_df))}
 
 
-def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: float = 1.0) -> Any:
+def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: float = STRUCTURE_VALUE) -> Any:
     np, sparse, *_ = _sklearn()
     rows, cols, vals = [], [], []
     for r, ex in enumerate(examples):
@@ -69,21 +88,22 @@ def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: 
     return sparse.csr_matrix((np.array(vals), (np.array(rows), np.array(cols))), shape=(len(examples), len(vocab)))
 
 
-def _binary(X: Any, y: Any, C: float, seed: int) -> tuple[Any, float]:
+def _binary(X: Any, y: Any, C: float, seed: int, balanced: bool = False) -> tuple[Any, float]:
     _, _, _, LogisticRegression, _ = _sklearn()
-    m = LogisticRegression(C=C, solver="liblinear", max_iter=500, random_state=seed).fit(X, y)
+    weight = "balanced" if balanced else None
+    m = LogisticRegression(C=C, solver="liblinear", max_iter=500, random_state=seed, class_weight=weight).fit(X, y)
     return m.coef_[0], float(m.intercept_[0])
 
 
-def _models(X: Any, cats: Any, tiers: Any, seed: int, categories: Sequence[str]) -> tuple[Any, Any]:
+def _models(X: Any, cats: Any, tiers: Any, seed: int, categories: Sequence[str], cfg: Config = DEFAULT) -> tuple[Any, Any]:
     """(coefficients outputs x features, intercepts): one-vs-rest per category, then tiers 2, 3, 4."""
     np = _sklearn()[0]
-    fitted = [_binary(X, (cats == c).astype(int), C_CATEGORY, seed) for c in categories]
-    fitted += [_binary(X, (tiers >= t).astype(int), C_TIER, seed) for t in TIERS]
+    fitted = [_binary(X, (cats == c).astype(int), cfg.c_category, seed, cfg.balanced) for c in categories]
+    fitted += [_binary(X, (tiers >= t).astype(int), cfg.c_tier, seed) for t in TIERS]
     return np.vstack([f[0] for f in fitted]), np.array([f[1] for f in fitted])
 
 
-def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str]) -> tuple[Any, Any]:
+def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str], cfg: Config = DEFAULT) -> tuple[Any, Any]:
     """(category logits, tier logits) for every training row from models that did not see it."""
     np, _, _, _, StratifiedKFold = _sklearn()
     cats = np.array([ex.category for ex in examples])
@@ -93,60 +113,83 @@ def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str
     strata = np.array([s if counts[s] >= FOLDS else s.split(":")[0] for s in strata])
     cat_logits = np.zeros((len(examples), len(categories)))
     tier_logits = np.zeros((len(examples), len(TIERS)))
-    for fit_idx, held_idx in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(strata, strata):
+    writers = np.array([ex.id.split("-", 1)[0] for ex in examples])
+    if cfg.by_writer and len(set(writers)) >= 3:
+        folds = [(np.where(writers != w)[0], np.where(writers == w)[0]) for w in sorted(set(writers))]
+    else:
+        folds = list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(strata, strata))
+    for fit_idx, held_idx in folds:
         fold = [examples[i] for i in fit_idx]
-        vocab = vocabulary(fold)
-        X_fit, X_held = matrix(fold, vocab), matrix([examples[i] for i in held_idx], vocab)
-        W, b = _models(X_fit, cats[fit_idx], tiers[fit_idx], seed, categories)
+        vocab = vocabulary(fold, cfg.min_df)
+        X_fit, X_held = matrix(fold, vocab, cfg.structure_value), matrix([examples[i] for i in held_idx], vocab, cfg.structure_value)
+        W, b = _models(X_fit, cats[fit_idx], tiers[fit_idx], seed, categories, cfg)
         logits = np.asarray(X_held @ W.T) + b
         cat_logits[held_idx] = logits[:, : len(categories)]
         tier_logits[held_idx] = logits[:, len(categories) :]
     return cat_logits, tier_logits
 
 
-def train(examples: Sequence[Example], categories: Sequence[str], seed: int = 0, meta: dict[str, Any] | None = None) -> tuple[bytes, Any]:
-    """(artifact bytes, out-of-fold adequacy probabilities per row: array n x 4)."""
+def fit_data(examples: Sequence[Example], categories: Sequence[str], seed: int = 0, cfg: Config = DEFAULT) -> tuple[dict[str, Any], Any]:
+    """(the artifact's data without meta, out-of-fold adequacy probabilities per row: array n x 4)."""
     np, _, IsotonicRegression, _, _ = _sklearn()
     tiers = np.array([ex.tier for ex in examples])
-    oof_cat, oof_tier = out_of_fold(examples, seed, categories)
+    oof_cat, oof_tier = out_of_fold(examples, seed, categories, cfg)
     calibration: dict[str, list[list[float]]] = {}
     oof_probs = np.ones((len(examples), 4))
     for k, t in enumerate(TIERS):
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof_tier[:, k], (tiers >= t).astype(float))
         calibration[str(t)] = [[round(float(x), 5) for x in iso.X_thresholds_], [round(float(y), 5) for y in iso.y_thresholds_]]
         oof_probs[:, k + 1] = np.minimum(oof_probs[:, k], iso.predict(oof_tier[:, k]))
+    if cfg.per_category > 0:
+        predicted = np.array(categories)[oof_cat.argmax(axis=1)]
+        for c in categories:
+            rows = predicted == c
+            if rows.sum() < MIN_CALIBRATION_ROWS:
+                continue
+            for k, t in enumerate(TIERS):
+                iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+                    oof_tier[rows, k], (tiers[rows] >= t).astype(float)
+                )
+                calibration[f"{c}:{t}"] = [[round(float(x), 5) for x in iso.X_thresholds_], [round(float(y), 5) for y in iso.y_thresholds_]]
     oof_accuracy = float(np.mean(np.array(categories)[oof_cat.argmax(axis=1)] == np.array([ex.category for ex in examples])))
 
-    vocab = vocabulary(examples)
-    X = matrix(examples, vocab)
-    W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories)  # outputs x features
-    bias = [float(v) for v in b]
+    vocab = vocabulary(examples, cfg.min_df)
+    X = matrix(examples, vocab, cfg.structure_value)
+    W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories, cfg)  # outputs x features
     weights = {}
     for f, j in vocab.items():
         col = W[:, j]
         if float(np.abs(col).max()) >= 1e-3:
             weights[f] = [round(float(v), 4) for v in col]
-    import sklearn
-
     data = {
         "version": 1,
         "categories": list(categories),
         "tiers": list(TIERS),
-        "bias": [round(b, 5) for b in bias],
+        "bias": [round(float(v), 5) for v in b],
         "weights": weights,
         "calibration": calibration,
-        "meta": {
-            **(meta or {}),
-            "seed": seed,
-            "rows": len(examples),
-            "features": len(weights),
-            "C_category": C_CATEGORY,
-            "C_tier": C_TIER,
-            "min_df": MIN_DF,
-            "folds": FOLDS,
-            "oof_category_accuracy": round(oof_accuracy, 4),
-            "sklearn": sklearn.__version__,
-        },
+        "calibration_blend": cfg.per_category,
+        "structure_value": cfg.structure_value,
+        "meta": {**asdict(cfg), "oof_category_accuracy": round(oof_accuracy, 4)},
+    }
+    return data, oof_probs
+
+
+def train(
+    examples: Sequence[Example], categories: Sequence[str], seed: int = 0, meta: dict[str, Any] | None = None, cfg: Config = DEFAULT
+) -> tuple[bytes, Any]:
+    """(artifact bytes, out-of-fold adequacy probabilities per row: array n x 4)."""
+    import sklearn
+
+    data, oof_probs = fit_data(examples, categories, seed, cfg)
+    data["meta"] = {
+        **(meta or {}),
+        **data["meta"],
+        "seed": seed,
+        "rows": len(examples),
+        "features": len(data["weights"]),
+        "folds": FOLDS,
+        "sklearn": sklearn.__version__,
     }
     raw = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     return gzip.compress(raw, compresslevel=9, mtime=0), oof_probs

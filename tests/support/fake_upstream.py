@@ -240,6 +240,8 @@ class FakeUpstream:
             return await _send(send, 200, b'{"id": "x", "choices": [tru')
         answer = _Answer.for_request(fmt, body, self.replies.get(model, self.reply), next(self._ids), self._scripted_call(body))
         rec.usage = (answer.prompt_tokens, answer.completion_tokens)
+        if fault and fault.kind == "length":  # cut at the token limit
+            answer.finish = "length"
         if not stream:
             rec.completed = True
             return await _send(send, 200, orjson.dumps(answer.full(fmt, model)))
@@ -276,6 +278,12 @@ class FakeUpstream:
             rec.disconnected_at = time.monotonic()
         finally:
             disconnect.cancel()
+
+
+def _arguments(tool: dict[str, Any]) -> str:
+    """A scripted call's arguments as the wire's JSON text (a string is sent as is: broken JSON too)."""
+    args = tool["arguments"]
+    return args if isinstance(args, str) else orjson.dumps(args).decode()
 
 
 def _fill(template: str | None, rec: Received) -> str:
@@ -327,6 +335,7 @@ class _Answer:
     prompt_tokens: int
     completion_tokens: int
     n: int
+    finish: str | None = None  # an OpenAI-format finish_reason instead of stop / tool_calls (Fault("length"))
 
     @classmethod
     def for_request(cls, fmt: str, body: dict, reply: str, n: int, scripted: dict[str, Any] | None = None) -> _Answer:
@@ -363,7 +372,7 @@ class _Answer:
                     {
                         "id": f"call_{self.n}",
                         "type": "function",
-                        "function": {"name": self.tool["name"], "arguments": orjson.dumps(self.tool["arguments"]).decode()},
+                        "function": {"name": self.tool["name"], "arguments": _arguments(self.tool)},
                     }
                 ]
             return {
@@ -371,7 +380,7 @@ class _Answer:
                 "object": "chat.completion",
                 "created": 1700000000,
                 "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if self.tool else "stop", "logprobs": None}],
+                "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason, "logprobs": None}],
                 "usage": {
                     "prompt_tokens": self.prompt_tokens,
                     "completion_tokens": self.completion_tokens,
@@ -405,6 +414,10 @@ class _Answer:
             "modelVersion": model,
         }
 
+    @property
+    def finish_reason(self) -> str:
+        return self.finish or ("tool_calls" if self.tool else "stop")
+
     def pieces(self, chunks: int) -> list[str]:
         words = self.text.split(" ")
         size = max(1, -(-len(words) // chunks))
@@ -424,11 +437,11 @@ class _Answer:
             if self.tool:
                 call = {"index": 0, "id": f"call_{self.n}", "type": "function", "function": {"name": self.tool["name"], "arguments": ""}}
                 out.append(_sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}))
-                args = {"index": 0, "function": {"arguments": orjson.dumps(self.tool["arguments"]).decode()}}
+                args = {"index": 0, "function": {"arguments": _arguments(self.tool)}}
                 out.append(_sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [args]}, "finish_reason": None}]}))
             else:
                 out += [_sse({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}) for p in pieces]
-            out.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if self.tool else "stop"}]}))
+            out.append(_sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": self.finish_reason}]}))
             out.append(_sse({**base, "choices": [], "usage": usage}))
             out.append(b"data: [DONE]\n\n")
             return out
