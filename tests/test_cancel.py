@@ -4,12 +4,15 @@ token. The request is still accounted (499) and its capacity comes back."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from proxy.request import accounting
 from tests.support.dispatching import MODEL, MSG, deployment, fast, nano_policy, proxy, upstream_name, wait_for
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import ThreadedServer
@@ -65,3 +68,47 @@ def test_disconnect_while_a_stream_waits_for_its_first_token(environ: dict, upst
         wait_for(lambda: len(recorded) == 1)
         assert state.health.in_flight("openai") == 0
     assert recorded[0].status == 499 and len(upstream.requests_for("gpt-4.1")) == 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_leaving_while_its_request_is_accounted_does_not_cut_the_accounting(
+    environ: dict, upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """The last event (or the whole body) is out, accounting runs (a settle's round trip), and the
+    client leaves right then: the disconnect watcher cancels the task, and the accounting must
+    still reach its end (metrics, decision record), not stop after the key's settle."""
+    finished: list[int] = []
+    original = accounting.record
+
+    async def slow_record(state: Any, ex: Any) -> None:
+        await asyncio.sleep(0.4)  # the settle's round trip, during which the client leaves
+        await original(state, ex)
+        finished.append(ex.status)
+
+    monkeypatch.setattr(accounting, "record", slow_record)
+    with proxy(environ, fast(tmp_path)) as (server, recorded, state):
+        before = _requests_counted(state)
+        with httpx.Client(timeout=5) as client:
+            body = {"model": "openai/gpt-4.1", "messages": MSG, "stream": stream}
+            with client.stream("POST", server.url + "/v1/chat/completions", json=body) as resp:
+                assert resp.status_code == 200
+                if stream:
+                    for line in resp.iter_lines():
+                        if line == "data: [DONE]":
+                            break  # leave before the response's end (it comes after the accounting)
+        wait_for(lambda: len(recorded) == 1)
+        wait_for(lambda: finished != [], timeout=3.0)
+        after = _requests_counted(state)
+    assert finished == [200]
+    assert after - before == 1
+
+
+def _requests_counted(state: Any) -> float:
+    """autoroute_requests_total over every label set."""
+    return sum(
+        s.value
+        for fam in state.metrics.registry.collect()
+        if fam.name == "autoroute_requests"
+        for s in fam.samples
+        if s.name.endswith("_total")
+    )

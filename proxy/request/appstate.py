@@ -34,6 +34,7 @@ from proxy.providers.litellm_lib import LazyLitellm
 from proxy.request import accounting
 from proxy.request.drain import Drain
 from proxy.request.exchange import Exchange
+from proxy.request.to_the_end import to_the_end
 from proxy.routing import tokens
 from proxy.routing.learned import router_for
 from proxy.routing.llm_classifier import LLMClassifier
@@ -141,7 +142,11 @@ class AppState:
     async def record(self, ex: Exchange) -> None:
         """Account a finished request, once (settle, metrics, decision record). Never raises: the
         response is already out, and an accounting failure must not cut the client's connection
-        (a reservation that could not be settled expires after reservation_ttl_s)."""
+        (a reservation that could not be settled expires after reservation_ttl_s). Runs to its end
+        even if the request's task is cancelled meanwhile (proxy/request/to_the_end.py)."""
+        await to_the_end(self._record(ex))
+
+    async def _record(self, ex: Exchange) -> None:
         try:
             await accounting.record(self, ex)
         except Exception:

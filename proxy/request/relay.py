@@ -26,6 +26,7 @@ from proxy.request.drain import StreamCut
 from proxy.request.exchange import Exchange
 from proxy.request.inbound import StreamRenderer
 from proxy.request.signals import StreamSignals
+from proxy.request.to_the_end import to_the_end
 
 if TYPE_CHECKING:
     from proxy.request.appstate import AppState
@@ -99,12 +100,16 @@ async def stream_events(
         yield sse.encode(cut.body())
     finally:
         state.drain.untrack(tracked)
-        with anyio.CancelScope(shield=True):  # the client may have gone: still close and account
-            await opened.stream.aclose()
-            if ex.finished is None:  # cancelled: the client disconnected
-                accounting.settle_usage(ex, opened.stream.usage, text_chars)
-                ex.cancelled(asyncio.CancelledError())
-            await state.record(ex)
+        # the client may have gone (or go now): still close and account, to the end
+        await to_the_end(_close_and_account(state, ex, opened, text_chars))
+
+
+async def _close_and_account(state: AppState, ex: Exchange, opened: OpenStream, text_chars: int) -> None:
+    await opened.stream.aclose()
+    if ex.finished is None:  # cancelled: the client disconnected
+        accounting.settle_usage(ex, opened.stream.usage, text_chars)
+        ex.cancelled(asyncio.CancelledError())
+    await state.record(ex)
 
 
 class RelayResponse(StreamingResponse):

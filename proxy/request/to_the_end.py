@@ -1,0 +1,37 @@
+"""Run a step to its end even when the task running it is cancelled (owns: accounting that a
+client leaving cannot cut in half).
+
+`CancelOnDisconnect` (proxy/request/disconnect.py) cancels a request's task with a native
+`task.cancel()` when its client leaves. anyio's `CancelScope(shield=True)` only shields from
+anyio's own scopes: a native cancel still raises at the next `await` inside it. A client that
+left while its finished stream was being accounted (after the last event, before the response's
+end) cut the accounting between the key's settle and the metrics and decision record: the key
+was charged for a request the counters never saw (found by the bench's verifier, stream-openai
+at c=1). `to_the_end` runs the step in its own task, waits for it through any number of
+cancellations, then lets the cancellation go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def to_the_end(step: Coroutine[Any, Any, T]) -> T:
+    """`await step`, finished even if this task is cancelled meanwhile; the cancellation is re-raised after."""
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.cancelled():  # the step itself was cancelled (the loop is closing): nothing to wait for
+                raise
+            cancelled = exc
+    result = task.result()
+    if cancelled is not None:
+        raise cancelled
+    return result
