@@ -52,7 +52,22 @@ class _TranslatedProvider:
         raise NotImplementedError
 
     def _build_plain(self, call: UpstreamCall) -> Built | None:
-        """The same for a plain non-streamed request without litellm, else None."""
+        """The same for a plain non-streamed request without litellm (proxy/providers/plain_request.py), else None."""
+        messages, params = _params(call)
+        built = self._plain_request(call.body["model"], messages, params)
+        if built is None:
+            return None
+        payload, op = built
+        return self._plain_url(call), self._plain_headers(call), payload, op, messages
+
+    def _plain_request(self, model: str, messages: Any, params: dict[str, Any]) -> Any:
+        """(payload, optional params) of a plain request, or None (plain_request.py's builders)."""
+        raise NotImplementedError
+
+    def _plain_url(self, call: UpstreamCall) -> str:
+        raise NotImplementedError
+
+    def _plain_headers(self, call: UpstreamCall) -> dict[str, str]:
         raise NotImplementedError
 
     def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: Any) -> dict[str, Any] | None:
@@ -127,13 +142,13 @@ class AnthropicProvider(_TranslatedProvider):
             headers.pop("x-api-key", None)
         return _anthropic_url(call), headers, payload, op, messages
 
-    def _build_plain(self, call: UpstreamCall):
-        messages, params = _params(call)
-        built = anthropic_request(call.body["model"], messages, params)
-        if built is None:
-            return None
-        payload, op = built
-        return _anthropic_url(call), anthropic_headers(call.api_key or ""), payload, op, messages
+    _plain_request = staticmethod(anthropic_request)
+
+    def _plain_url(self, call: UpstreamCall) -> str:
+        return _anthropic_url(call)
+
+    def _plain_headers(self, call: UpstreamCall) -> dict[str, str]:
+        return anthropic_headers(call.api_key or "")
 
     def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
         if op.get("json_mode"):
@@ -175,13 +190,13 @@ class GeminiProvider(_TranslatedProvider):
         )
         return _gemini_url(call, stream), _gemini_headers(call), payload, op, messages
 
-    def _build_plain(self, call: UpstreamCall):
-        messages, params = _params(call)
-        built = gemini_request(call.body["model"], messages, params)
-        if built is None:
-            return None
-        payload, op = built
-        return _gemini_url(call, stream=False), _gemini_headers(call), payload, op, messages
+    _plain_request = staticmethod(gemini_request)
+
+    def _plain_url(self, call: UpstreamCall) -> str:
+        return _gemini_url(call, stream=False)
+
+    def _plain_headers(self, call: UpstreamCall) -> dict[str, str]:
+        return _gemini_headers(call)
 
     def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
         return gemini_plain(orjson.loads(resp.content), call.body["model"])
