@@ -16,7 +16,8 @@ import pytest
 
 from proxy.app import create_app
 from tests.conftest import make_settings
-from tests.support.fake_upstream import EMBED_DIMS, FakeUpstream
+from tests.support.fake_answers import EMBED_DIMS
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.policies import policy_copy
 from tests.support.servers import ThreadedServer, serving
 

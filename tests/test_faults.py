@@ -71,7 +71,9 @@ def test_mid_stream_error_event_never_carries_the_key(
     upstream.script(upstream_model, Fault.stream_error("invalid key Bearer {key} (sk-ant-api03-abcdefghijklmnop)", after_chunks=3))
     keys = [environ["OPENAI_API_KEY"], environ["ANTHROPIC_API_KEY"], "sk-ant-api03-abcdefghijklmnop"]
     with proxy(environ, fast(tmp_path)) as (server, _, _):
-        with httpx.stream("POST", server.url + "/v1/chat/completions", json={"model": model, "messages": MSG, "stream": True}) as r:
+        with httpx.stream(
+            "POST", server.url + "/v1/chat/completions", json={"model": model, "messages": MSG, "stream": True}, timeout=30
+        ) as r:
             text = "\n".join(r.iter_lines())
     assert '"error"' in text and "mid-stream" in text
     assert _leaks(text, keys) == []
