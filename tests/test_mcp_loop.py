@@ -8,6 +8,7 @@ import fnmatch
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -237,7 +238,7 @@ def test_n_above_one_is_refused_for_the_loop(shared: Proxy, upstream: FakeUpstre
 
 
 def test_request_url_on_an_allowed_host_is_used(tmp_path: Path, environ: dict, upstream: FakeUpstream) -> None:
-    with mcp_servers.http_server("memory") as (url, _), proxy_with(tmp_path, environ, {}, request_url_hosts=["127.0.0.1"]) as proxy:
+    with mcp_servers.http_server("memory") as (url, _), proxy_with(tmp_path, environ, {}, request_url_hosts=[urlsplit(url).netloc]) as proxy:
         key, _ = proxy.new_key()
         upstream.tool_calls.append({"name": "mem__remember", "arguments": {"key": "city", "value": "Paris"}})
         resp = proxy.chat(key, route={"mcp": {"servers": [{"label": "mem", "url": url}]}})

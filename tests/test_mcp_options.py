@@ -83,6 +83,31 @@ def test_request_urls_only_on_allowed_hosts() -> None:
         assert info.value.code == "mcp_url_not_allowed"
 
 
+def test_a_plain_host_entry_allows_only_the_default_ports() -> None:
+    # An entry used to allow every port of its host: a request could aim the proxy at Redis,
+    # an admin port or any other service on the tool server's machine.
+    allowed = take({"mcp": {"servers": [{"label": "x", "url": "https://tools.internal/mcp"}]}})
+    assert allowed is not None
+    for url in ("http://tools.internal:6379/", "https://tools.internal:8443/mcp", "https://tools.internal:0/mcp"):
+        with pytest.raises(PermissionDenied) as info:
+            take({"mcp": {"servers": [{"label": "x", "url": url}]}})
+        assert info.value.code == "mcp_url_not_allowed"
+    with pytest.raises(InvalidRequest):
+        take({"mcp": {"servers": [{"label": "x", "url": "https://tools.internal:99999/mcp"}]}})
+
+
+def test_host_port_and_any_port_entries() -> None:
+    policy = McpPolicy.model_validate({"request_url_hosts": ["a.internal:8080", "B.internal:*", "[::1]:9000"]})
+    assert policy.allows_url("a.internal", 8080, "http")
+    assert not policy.allows_url("a.internal", None, "https")
+    assert not policy.allows_url("a.internal", 8081, "http")
+    assert policy.allows_url("b.internal", 12345, "https")
+    assert policy.allows_url("::1", 9000, "http") and not policy.allows_url("::1", 9001, "http")
+    for bad in ("a.internal:port", "a.internal:70000", "user@a.internal", ""):
+        with pytest.raises(ValueError):
+            McpPolicy.model_validate({"request_url_hosts": [bad]})
+
+
 def test_a_url_with_whitespace_or_control_characters_is_a_400() -> None:
     # urlsplit drops tabs and newlines before it reads the host, the HTTP client does not: the
     # host checked was not the URL used (here the client refused it, after a 5 s connect wait).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -275,7 +276,7 @@ def test_a_server_url_on_an_allowed_host_runs_and_its_headers_are_not_echoed(
 ) -> None:
     with (
         mcp_servers.http_server("memory") as (url, _),
-        proxy_with(tmp_path_factory.mktemp("u"), environ, {}, request_url_hosts=["127.0.0.1"]) as proxy,
+        proxy_with(tmp_path_factory.mktemp("u"), environ, {}, request_url_hosts=[urlsplit(url).netloc]) as proxy,
     ):
         key, _ = proxy.new_key()
         upstream.tool_calls.append({"name": "mem__remember", "arguments": {"key": "city", "value": "Paris"}})

@@ -154,9 +154,13 @@ def _url_server(item: Mapping[str, Any], where: str, policy: McpPolicy) -> tuple
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c <= " " or c == "\x7f" for c in url):
         # (urlsplit drops tabs and newlines before reading the host; the HTTP client would not)
         raise InvalidRequest(f"{where}.url must be an http(s) URL", param=f"{where}.url")
-    if parts.hostname.lower() not in {h.lower() for h in policy.request_url_hosts}:
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidRequest(f"{where}.url has an invalid port", param=f"{where}.url") from None
+    if not policy.allows_url(parts.hostname, port, parts.scheme):
         raise PermissionDenied(
-            f"{where}.url: MCP servers on {parts.hostname!r} are not allowed by this proxy's policy (mcp.yaml request_url_hosts). "
+            f"{where}.url: MCP servers at {parts.netloc!r} are not allowed by this proxy's policy (mcp.yaml request_url_hosts). "
             "Name a configured server instead.",
             param=f"{where}.url",
             code="mcp_url_not_allowed",

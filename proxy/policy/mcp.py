@@ -54,19 +54,54 @@ class Gateway(Strict):
     calls_per_minute: int = Field(120, ge=1, description="tools/call per key per minute through /mcp")
 
 
+def url_host_entry(entry: str) -> tuple[str, int | str | None]:
+    """A `request_url_hosts` entry -> (host, port): port None = the scheme's default (80/443), "*" = any."""
+    text = entry.strip().lower()
+    host, port = text, ""
+    if text.startswith("["):  # [v6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or any(c in host for c in "/@?# "):
+        raise ValueError(f"request_url_hosts entry {entry!r}: a host name or address, optionally :port or :*")
+    if not port:
+        return host, None
+    if port == "*":
+        return host, "*"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"request_url_hosts entry {entry!r}: the port must be 1-65535 or *")
+    return host, int(port)
+
+
 class McpPolicy(Strict):
     servers: dict[str, McpServer] = Field(default_factory=dict)
     loop: LoopLimits = LoopLimits()
     gateway: Gateway = Gateway()
     tools_ttl_s: float = Field(300.0, gt=0, description="tool lists are re-fetched this often (and on list_changed)")
-    request_url_hosts: tuple[str, ...] = Field((), description="hosts a request-supplied server URL may point at; empty = none")
+    request_url_hosts: tuple[str, ...] = Field(
+        (),
+        description="where a request-supplied server URL may point: `host` (the scheme's default port only), "
+        "`host:port`, or `host:*` (any port); empty = nowhere",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> McpPolicy:
         for name in self.servers:
             if not SERVER_NAME.match(name) or SEPARATOR in name:
                 raise ValueError(f"server name {name!r}: lowercase letters, digits, - and _ (no '__'), at most 31 characters")
+        for entry in self.request_url_hosts:
+            url_host_entry(entry)
         return self
+
+    def allows_url(self, hostname: str, port: int | None, scheme: str) -> bool:
+        """Whether a request may name a server at this host and port (None: the scheme's default)."""
+        port = (443 if scheme == "https" else 80) if port is None else port
+        for entry in self.request_url_hosts:
+            host, allowed = url_host_entry(entry)
+            if host == hostname.lower() and (allowed == "*" or allowed == port or (allowed is None and port in (80, 443))):
+                return True
+        return False
 
     @property
     def enabled_servers(self) -> dict[str, McpServer]:
