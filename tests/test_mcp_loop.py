@@ -238,7 +238,10 @@ def test_n_above_one_is_refused_for_the_loop(shared: Proxy, upstream: FakeUpstre
 
 
 def test_request_url_on_an_allowed_host_is_used(tmp_path: Path, environ: dict, upstream: FakeUpstream) -> None:
-    with mcp_servers.http_server("memory") as (url, _), proxy_with(tmp_path, environ, {}, request_url_hosts=[urlsplit(url).netloc]) as proxy:
+    with (
+        mcp_servers.http_server("memory") as (url, _),
+        proxy_with(tmp_path, environ, {}, request_url_hosts=[urlsplit(url).netloc]) as proxy,
+    ):
         key, _ = proxy.new_key()
         upstream.tool_calls.append({"name": "mem__remember", "arguments": {"key": "city", "value": "Paris"}})
         resp = proxy.chat(key, route={"mcp": {"servers": [{"label": "mem", "url": url}]}})
