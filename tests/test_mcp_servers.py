@@ -76,3 +76,22 @@ async def test_results_are_cut_at_the_size_cap_and_keys_filter_by_name() -> None
         assert [t.name for t in s.visible("team-a", lambda n: n.endswith("__echo"))] == ["echo"]
     finally:
         await s.stop()
+
+
+def test_a_servers_tool_list_is_bounded() -> None:
+    # A server named by URL in a request chose how many tools every model call of the loop
+    # carried, and how big their schemas were: 100,000 tools went into each prompt.
+    from mcp import types as mcp_types
+
+    from proxy.mcp.servers import MAX_SCHEMA_BYTES, MAX_TOOLS, exposed_tools
+
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    huge = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x" * 100} for i in range(MAX_SCHEMA_BYTES // 100)}}
+    listed = [mcp_types.Tool(name="big", input_schema=huge, description="d" * 5000)]
+    listed += [mcp_types.Tool(name=f"t{i}", input_schema=schema, description="d" * 5000) for i in range(MAX_TOOLS * 3)]
+    listed += [mcp_types.Tool(name="n" * 200, input_schema=schema), mcp_types.Tool(name="a__b", input_schema=schema)]
+    tools = exposed_tools("wiki", listed, ["*"])
+    assert [t.name for t in tools] == [f"t{i}" for i in range(MAX_TOOLS)]  # the schema too big and the rest left out
+    assert all(len(t.openai()["function"]["description"]) <= 1024 and len(t.description) <= 1024 for t in tools)
+    only = exposed_tools("wiki", listed, ["t1*"])
+    assert [t.name for t in only] == [f"t{i}" for i in range(MAX_TOOLS * 3) if str(i).startswith("1")]  # the patterns still apply

@@ -31,6 +31,11 @@ from proxy.policy.mcp import SEPARATOR, McpPolicy, McpServer
 
 log = logging.getLogger("autoroute.mcp")
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+MAX_TOOLS = 128  # tools exposed per server
+MAX_LISTED = 4096  # tools read from a server's pages before the listing stops
+MAX_NAME = 128  # characters of a tool's name
+MAX_DESCRIPTION = 1024  # characters of a tool's description kept
+MAX_SCHEMA_BYTES = 16_384  # a tool's input schema, as JSON
 
 
 @dataclass(frozen=True)
@@ -172,10 +177,9 @@ class ServerConnection:
             page = await client.list_tools(cursor=cursor, cache_mode="bypass")
             listed.extend(page.tools)
             cursor = page.next_cursor
-            if not cursor:
+            if not cursor or len(listed) >= MAX_LISTED:
                 break
-        exposed = [t for t in listed if any(fnmatch.fnmatchcase(t.name, p) for p in self.spec.tools) and SEPARATOR not in t.name]
-        self.tools = [ToolSpec(self.name, t.name, t.description or "", dict(t.input_schema or {})) for t in exposed]
+        self.tools = exposed_tools(self.name, listed, self.spec.tools)
 
     async def _on_message(self, message: Any) -> None:
         """Handshake-era sessions: notifications/tools/list_changed re-lists the tools."""
@@ -222,6 +226,26 @@ class ServerConnection:
         if result.is_error:
             text = f"Error from tool {tool!r}: {text}"
         return _capped(text, outcome, time.monotonic() - started, max_chars)
+
+
+def exposed_tools(server: str, listed: list[mcp_types.Tool], patterns: Any) -> list[ToolSpec]:
+    """The tools a server offers that the policy exposes, bounded: a server (a request's URL
+    server above all) cannot fill every model call's prompt or the proxy's memory with its list.
+    At most MAX_TOOLS per server, in the server's order; a tool whose input schema is larger
+    than MAX_SCHEMA_BYTES (as JSON) is left out."""
+    out: list[ToolSpec] = []
+    for t in listed:
+        if SEPARATOR in t.name or len(t.name) > MAX_NAME or not any(fnmatch.fnmatchcase(t.name, p) for p in patterns):
+            continue
+        schema = dict(t.input_schema or {})
+        if len(orjson.dumps(schema, default=str)) > MAX_SCHEMA_BYTES:
+            log.warning("mcp server %s: tool %r left out, its input schema is over %d bytes", server, t.name[:64], MAX_SCHEMA_BYTES)
+            continue
+        if len(out) == MAX_TOOLS:
+            log.warning("mcp server %s: more than %d tools; the rest are left out", server, MAX_TOOLS)
+            break
+        out.append(ToolSpec(server, t.name, (t.description or "")[:MAX_DESCRIPTION], schema))
+    return out
 
 
 def result_text(result: mcp_types.CallToolResult) -> str:
