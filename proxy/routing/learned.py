@@ -109,7 +109,7 @@ class Router:
         top = max(cat)
         exps = [math.exp(v - top) for v in cat]
         total = sum(exps)
-        order = sorted(range(n), key=lambda i: -cat[i])
+        order = sorted(range(n), key=cat.__getitem__, reverse=True)  # stable: ties keep the category order
         p = 1.0
         adequacy = [1.0]
         category = self.categories[order[0]]
