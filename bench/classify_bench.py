@@ -8,8 +8,9 @@ Prints p50 / p99 / max in microseconds for
   * a 100k-token document (a generated contract with a summarise instruction; p99 <= 2 ms).
 Each sample times what the pipeline runs per request: one `classify(body, router, input_tokens)`
 (the heuristic, then the trained router's features, logits and calibrated adequacies) plus one
-`select(...)` (the quality dial), with perf_counter_ns; the garbage collector stays on, so its
-pauses are in the figures. The input-token count is made before, as the pipeline's TokenCounter
+`select(...)` (the quality dial), with perf_counter_ns (`--cpu`: process_time_ns, the process's
+CPU time, for a machine others load: preemption is then left out); the garbage collector stays
+on, so its pauses are in the figures. The input-token count is made before, as the pipeline's TokenCounter
 does (once per new text, cached, long text in a worker thread; proxy/routing/tokens.py): exact
 tiktoken counting of a 100k-token document costs ~10-30 ms of CPU and is printed on its own line.
 """
@@ -41,14 +42,13 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _time(bodies: list[dict], rounds: int, policy, available) -> list[float]:  # type: ignore[no-untyped-def]
+def _time(bodies: list[dict], rounds: int, policy, available, clock=time.perf_counter_ns) -> list[float]:  # type: ignore[no-untyped-def]
     options = RouteOptions()
     router = router_for(policy)
     tokens = [estimate_input_tokens(body) for body in bodies]  # the pipeline's TokenCounter: once per request, cached
     for body, n in zip(bodies, tokens, strict=True):  # warm caches (regex) outside the measurement
         select(classify(body, router, n), policy, options, available)
     samples = []
-    clock = time.perf_counter_ns
     for _ in range(rounds):
         for body, n in zip(bodies, tokens, strict=True):
             start = clock()
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="classify+select latency")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--heuristic", action="store_true", help="without the trained router (heuristic + matrix)")
+    parser.add_argument(
+        "--cpu", action="store_true", help="time each sample in this process's CPU time (a busy machine's preemption left out)"
+    )
     args = parser.parse_args(argv)
     policy = load_policy(ROOT / "policies", {})
     if args.heuristic:
@@ -105,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     tokens = classify(big).estimated_input_tokens
-    short_samples = _time(short, args.rounds, policy, available)
-    near_samples = _time(near_limit, args.rounds, policy, available)
-    big_samples = _time([big], max(50, args.rounds // 2), policy, available)
+    clock = time.process_time_ns if args.cpu else time.perf_counter_ns
+    short_samples = _time(short, args.rounds, policy, available, clock)
+    near_samples = _time(near_limit, args.rounds, policy, available, clock)
+    big_samples = _time([big], max(50, args.rounds // 2), policy, available, clock)
     print(_line(f"short prompts ({len(short)} requests)", short_samples) + "   target p99 <= 250 us")
     print(_line(f"2k-4k-token prompts ({len(near_limit)} requests)", near_samples) + "   target p99 <= 250 us")
     print(_line(f"document ({tokens:,} tokens)", big_samples) + "   target p99 <= 2000 us")

@@ -202,6 +202,10 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
         scores["agentic_tool_use"] *= 0.5
     f = _Features(scores=scores, words=words, low=low, prose=low, lead_cues=bool(lead_found))
 
+    # "```" in ask is a substring search (~1 ns a character: ~0.5 ms on a 100k-token document);
+    # "`" in ask is one memchr pass (~50x faster), and most documents have no backtick at all
+    tick = "`" in ask
+    fence = tick and "```" in ask
     head = low[:200]
     f.definitional = (
         len(ask) < 160
@@ -213,7 +217,7 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
     f.question = "?" in stripped[:300] or "？" in stripped[:300] or first in scan.QUESTION_START or (stripped.endswith(("か", "吗", "呢")))
     if f.question:
         scores["qa_retrieval"] += 1.0
-    if f.question and "```" not in ask and len(_NUMBER.findall(f.prose)) >= 3:
+    if f.question and not fence and len(_NUMBER.findall(f.prose)) >= 3:
         scores["deep_reasoning"] += 1.0
     if f.definitional:
         for c in CATEGORIES:
@@ -221,7 +225,7 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
         scores["qa_retrieval"] += 4.0
 
     # structure: code, math, structured output, requested length
-    if "```" in ask:
+    if fence:
         f.fences, f.fenced = scan.fenced_chars(ask)
         f.prose = cues.FENCED.sub(" ", low)
     f.density = scan.code_density(ask) if len(ask) > 40 else 0.0
@@ -232,7 +236,7 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
         scores["complex_coding"] += 4.5 if f.density >= 20 else 3.0
     elif f.density >= 4:
         scores["complex_coding"] += 1.0
-    if not f.fences and ask.count("`") >= 2 and any(ch in ask for ch in "=([{."):
+    if not f.fences and tick and ask.count("`") >= 2 and any(ch in ask for ch in "=([{."):
         scores["complex_coding"] += 1.5  # inline `code`
     f.math = 0 if code_like else len(cues.MATH.findall(low))
     if f.math >= 8:

@@ -20,6 +20,7 @@ n-grams), so the cost does not grow with a pasted 100k-token document.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,10 +37,8 @@ _SENTENCE_END = re.compile(r"[.!?\u3002\uff1f\uff01](?:\s|$)")
 
 
 def _bucket(value: float, edges: tuple[float, ...]) -> int:
-    for i, edge in enumerate(edges):
-        if value < edge:
-            return i
-    return len(edges)
+    """The number of edges <= value (edges ascending): the index of the first edge above it."""
+    return bisect_right(edges, value)
 
 
 _SCRIPTS = (
@@ -55,27 +54,40 @@ _SCRIPTS = (
 )
 
 
+_SCRIPT_CODES = tuple(zip((name for name, _, _ in _SCRIPTS), "abcdefghi", strict=True))
+_ACCENTED = "z"  # U+0080..U+024F: Latin with diacritics
+
+
+def _script_table() -> str:
+    """A str.translate table (indexed by code point): a script's letter, "z" for accented, " " for the rest.
+    Code points past its end (above Hangul) stay as they are, which is none of the letters."""
+    table = [" "] * (max(hi for _, _, hi in _SCRIPTS) + 1)
+    table[0x80:0x250] = [_ACCENTED] * (0x250 - 0x80)
+    for (_, lo, hi), (_, code) in zip(_SCRIPTS, _SCRIPT_CODES, strict=True):
+        table[lo : hi + 1] = [code] * (hi + 1 - lo)
+    return "".join(table)
+
+
+_SCRIPT_TABLE = _script_table()
+
+
 def script_of(text: str) -> str:
-    """The dominant non-Latin script of a short sample, `latin` when none, `accented` for Latin with diacritics."""
+    """The dominant non-Latin script of a short sample, `latin` when none, `accented` for Latin with diacritics.
+
+    Ties go to the script seen first in the sample. Each character is classified by one C-level
+    `str.translate`, then counted per script with `str.count`."""
     sample = text[:200]
     if sample.isascii():
         return "latin"
-    counts: dict[str, int] = {}
-    accented = 0
-    for ch in sample:
-        o = ord(ch)
-        if o < 0x80:
-            continue
-        if o < 0x250:
-            accented += 1
-            continue
-        for name, lo, hi in _SCRIPTS:
-            if lo <= o <= hi:
-                counts[name] = counts.get(name, 0) + 1
-                break
-    if counts:
-        return max(counts.items(), key=lambda kv: kv[1])[0]
-    return "accented" if accented >= 2 else "latin"
+    coded = sample.translate(_SCRIPT_TABLE)
+    best, most, first = "", 0, 0
+    for name, code in _SCRIPT_CODES:
+        n = coded.count(code)
+        if n and (n > most or (n == most and coded.find(code) < first)):
+            best, most, first = name, n, coded.find(code)
+    if best:
+        return best
+    return "accented" if coded.count(_ACCENTED) >= 2 else "latin"
 
 
 def text_features(conv: Conversation, tools: list[Any]) -> set[str]:
@@ -83,7 +95,7 @@ def text_features(conv: Conversation, tools: list[Any]) -> set[str]:
     window = ask if len(ask) <= TEXT_HEAD + TEXT_TAIL else ask[:TEXT_HEAD] + "\n" + ask[-TEXT_TAIL:]
     words = _WORD.findall(window.lower())[:MAX_WORDS]
     out = {"w " + w for w in words}
-    out.update(["b " + a + " " + b for a, b in zip(words, words[1:], strict=False)])
+    out.update([f"b {a} {b}" for a, b in zip(words, words[1:], strict=False)])
     if words:
         out.add("first " + words[0])
         out.add("last " + words[-1])
@@ -106,7 +118,7 @@ def shape_features(head: str) -> list[str]:
     return [
         f"words {_bucket(len(head.split()), (5, 10, 20, 40, 80, 160, 320))}",
         f"lines {_bucket(head.count(chr(10)), (1, 3, 8, 20))}",
-        f"items {_bucket(sum(1 for line in head.split(chr(10)) if _ITEM.match(line)), (1, 3, 6))}",
+        f"items {_bucket(sum(map(bool, map(_ITEM.match, head.split(chr(10))))), (1, 3, 6))}",
         f"qmarks {_bucket(head.count('?') + head.count(chr(0xFF1F)), (1, 2, 4))}",
         f"sentences {_bucket(len(_SENTENCE_END.findall(head)), (1, 2, 4, 8))}",
     ]

@@ -8,7 +8,8 @@ adequate tier is >= t), each mapped to a probability by an isotonic calibrator f
 cross-validated predictions of the training split. Tier 1 is adequate by definition.
 
 Inference is pure Python (no scikit-learn, no numpy): a dict lookup per feature string and a
-column sum over the found weight rows. `router_for(policy)` builds the model once per artifact;
+column sum over the found weight rows, done as one sum of packed fixed-point ints
+(`proxy/routing/packed.py`; the float rows stay in `weights`). `router_for(policy)` builds the model once per artifact;
 `predict` is pure.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxy.routing.features import structure_features, text_features
+from proxy.routing.packed import Packed
 from proxy.routing.textscan import Conversation
 
 if TYPE_CHECKING:
@@ -77,8 +79,21 @@ class Router:
         self.meta: Mapping[str, Any] = data.get("meta", {})
         self._zero = (0.0,) * len(self.bias)
         self.structure_value = float(data.get("structure_value", 1.0))  # a structure feature's value in the design matrix
+        self.packed = Packed.of(self.weights, len(self.bias))  # None: weights that are not short decimals (float path)
 
     def logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
+        packed = self.packed
+        if packed is None or not packed.fits(max(len(text), len(structure))):
+            return self.float_logits(text, structure)
+        get = packed.rows.get
+        tsum = packed.unpack(sum(filter(None, map(get, text))))  # all 11 column sums in one big-int sum
+        ssum = packed.unpack(sum(filter(None, map(get, structure))))
+        scale = 1.0 / math.sqrt(len(text)) if text else 0.0
+        sv = self.structure_value
+        return [b + scale * t + sv * s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
+
+    def float_logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
+        """`logits` summed over the float rows (for artifacts `Packed` declines; the reference in tests)."""
         get = self.weights.get
         found = list(filter(None, map(get, text)))  # weight rows are non-empty tuples: filter(None) drops the misses in C
         tsum = list(map(sum, zip(*found, strict=False))) if found else self._zero
@@ -94,7 +109,7 @@ class Router:
         top = max(cat)
         exps = [math.exp(v - top) for v in cat]
         total = sum(exps)
-        order = sorted(range(n), key=lambda i: -cat[i])
+        order = sorted(range(n), key=cat.__getitem__, reverse=True)  # stable: ties keep the category order
         p = 1.0
         adequacy = [1.0]
         category = self.categories[order[0]]

@@ -15,6 +15,7 @@ Nothing capable raises `NoCapableModel` (422) naming the unmet constraints, or
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -115,7 +116,21 @@ def _failures(m: ModelSpec, need: _Need) -> tuple[str, ...]:
     return tuple(out)
 
 
+_RANKS: dict[int, tuple[weakref.ref[Policy], dict[str, int]]] = {}  # id(policy) -> (the policy, its rank); read-only
+
+
 def _rank(policy: Policy) -> dict[str, int]:
+    """Model id -> capability rank (the policy's capability_order, then the rest), once per policy object."""
+    hit = _RANKS.get(id(policy))
+    if hit is not None and hit[0]() is policy:
+        return hit[1]
+    rank = _ranked(policy)
+    key = id(policy)
+    _RANKS[key] = (weakref.ref(policy, lambda _: _RANKS.pop(key, None)), rank)
+    return rank
+
+
+def _ranked(policy: Policy) -> dict[str, int]:
     order = policy.routing.capability_order
     rank = {m: i for i, m in enumerate(order)}
     if len(rank) >= len(policy.models) and all(m in rank for m in policy.models):
@@ -216,7 +231,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
         # the dial chooses among models that fit everything but the money; a budget or cost cap then
         # downgrades the choice below, with the reason and the override saying so
-        pool = [m for m in models.values() if not m.local and set(failures[m.id]) <= _MONEY] or [models[m] for m in capable]
+        pool = [m for m in models.values() if not m.local and _MONEY.issuperset(failures[m.id])] or [models[m] for m in capable]
         chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
         pick = chosen.id
         notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
