@@ -26,6 +26,10 @@ def test_training_is_seeded_and_the_artifact_predicts_like_sklearn(tmp_path) -> 
     path.write_bytes(first)
     router = load_router(path)
     assert isinstance(router, Router) and router.meta["rows"] == len(ex)
+    # no train row under 2,500 tokens is a long document: such requests are ruled out of it
+    ld = list(CATEGORIES).index("long_document")
+    assert router.weights["doc 1"][ld] * router.structure_value <= -fit.EXCLUDED_LOGIT + 1e-6
+    assert not any(e.category == "long_document" and "doc 1" in e.structure for e in ex)
     # the pure-Python logits equal the sparse matrix product sklearn's coefficients give (pruning aside)
     vocab = fit.vocabulary(ex)
     X = fit.matrix(ex[:5], vocab)

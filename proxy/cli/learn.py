@@ -19,7 +19,12 @@ def add_learn_commands(sub: Any) -> None:
     train.add_argument("--corpus", type=Path, default=Path("corpus"), help="corpus directory with split.py (default ./corpus)")
     train.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="artifact path (default: the package's)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--policy", type=Path, default=Path("policies"), help="policy for the cross-validated dial curve")
+    train.add_argument(
+        "--policy",
+        type=Path,
+        default=Path("policies"),
+        help="policy (registry, prices, quality_target) for the target offsets and the curve",
+    )
     train.set_defaults(func=_train)
 
     cal = sub.add_parser("calibrate", help="cost/adequacy curve and reliability on the frozen test split; --feedback writes calibration")
@@ -56,14 +61,19 @@ def _train(args: argparse.Namespace) -> int:
     rows = split.corpus_rows("train", args.corpus)
     print(f"train split: {len(rows)} rows (test split and x.jsonl untouched)")
     ex = examples(rows)
-    raw, oof = train(ex, CATEGORIES, seed=args.seed, meta={"corpus": rows_digest(rows)})
+    policy = replace(load_policy(args.policy, {}), router_artifact=None)
+    from proxy.training.targets import tier_costs
+
+    costs = tier_costs(rows, [e.heuristic for e in ex], policy)  # for the per-category target offsets
+    target = policy.routing.quality_target
+    raw, oof = train(ex, CATEGORIES, seed=args.seed, meta={"corpus": rows_digest(rows)}, costs=costs, target=target)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(raw)
     from proxy.routing.learned import load_router
 
     router = load_router(args.out)
     print(f"wrote {args.out} ({len(raw):,} bytes, sha256 {router.digest[:16]}): {dict(router.meta)}")
-    policy = replace(load_policy(args.policy, {}), router_artifact=None)
+    print(f"per-category quality-target offsets (fitted at quality_target {target}): {router.offsets}")
     data = [
         (row, replace(e.heuristic, adequacy=(1.0, float(p[1]), float(p[2]), float(p[3])))) for row, e, p in zip(rows, ex, oof, strict=True)
     ]

@@ -33,6 +33,9 @@ def load_artifact(path: Path | str = DEFAULT_ARTIFACT) -> RouterArtifact:
     for name in REQUIRED:
         if name not in data:
             raise ValueError(f"{path}: not a router artifact (no {name!r})")
+    offsets = data.get("target_offsets", {})
+    if not isinstance(offsets, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in offsets.values()):
+        raise ValueError(f"{path}: target_offsets must map categories to numbers")
     weights = data["weights"]
     if isinstance(weights, dict):  # tuples: the router keeps these very objects (tuple(t) is t)
         data["weights"] = {k: tuple(v) if isinstance(v, list) else v for k, v in weights.items()}

@@ -5,7 +5,10 @@ policy loader and part of the policy hash) holds one
 linear model over the features of `proxy/routing/features.py`: 8 category logits (softmax) and,
 for tiers 2, 3 and 4, the logit of "a model of this tier is adequate" (ordinal: the least
 adequate tier is >= t), each mapped to a probability by an isotonic calibrator fitted on
-cross-validated predictions of the training split. Tier 1 is adequate by definition.
+cross-validated predictions of the training split. Tier 1 is adequate by definition. The
+artifact's `target_offsets` (category -> offset, fitted by `proxy/training/targets.py`) shift the
+quality target per predicted category: the probabilities are reported minus the category's
+offset, so the dial's one `quality_target` still moves every category together.
 
 Inference is pure Python (no scikit-learn, no numpy): a dict lookup per feature string and a
 column sum over the found weight rows, done as one sum of packed fixed-point ints
@@ -76,6 +79,7 @@ class Router:
         self.by_category = {
             (t.split(":")[0], int(t.split(":")[1])): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in cal.items() if ":" in t
         }
+        self.offsets: dict[str, float] = {k: float(v) for k, v in data.get("target_offsets", {}).items()}
         self.meta: Mapping[str, Any] = data.get("meta", {})
         self._zero = (0.0,) * len(self.bias)
         self.structure_value = float(data.get("structure_value", 1.0))  # a structure feature's value in the design matrix
@@ -121,6 +125,9 @@ class Router:
                 q = (1.0 - self.blend) * q + self.blend * own(x)
             p = min(p, q)
             adequacy.append(p)
+        off = self.offsets.get(category)
+        if off:  # the category's target offset: P - off >= target  <=>  P >= target + off
+            adequacy = [1.0] + [min(1.0, max(0.0, a - off)) for a in adequacy[1:]]
         return Prediction(
             category=category,
             confidence=exps[order[0]] / total,

@@ -3,15 +3,16 @@
 Two schemes, both scored through the real inference path (the fitted artifact data loaded into
 `learned.Router`, probabilities into the dial of `policies/`, at the policy's quality_target):
 
-* leave-one-writer-out: fit on three writers' train rows (g1..g4, id prefix), score the fourth
-  writer's train rows: the best proxy for "requests written elsewhere, in another style";
+* leave-one-writer-out: fit on the other writers' train rows (every TRAINING_FILES writer, by id
+  prefix), score one writer's train rows: the best proxy for "requests written elsewhere";
 * stratified 5-fold over all train rows.
 
-Each fold's model is calibrated by its own inner cross-validation (as `autoroute train` does), so
-no probability is ever made on a row its calibrator or model saw. The test split and x.jsonl are
+Each fold's model is calibrated, and its per-category target offsets fitted, by its own inner
+cross-validation (as `autoroute train` does), so no probability or offset is ever made on a row
+its calibrator, offsets or model saw. The test split and x.jsonl are
 never read.
 
-    PYTHONPATH=$PWD python -m proxy.training.cv [--c-category 20] [--c-tier 4] [--folds-only|--writers-only] [-v]
+    PYTHONPATH=$PWD python -m proxy.training.cv [--c-category 100] [--c-tier 20] [--no-target-offsets] [--which writers|folds] [-v]
 """
 
 from __future__ import annotations
@@ -36,12 +37,21 @@ def writer(row_id: str) -> str:
     return row_id.split("-", 1)[0]
 
 
-def predict_held(fit_ex: Sequence[Example], held_ex: Sequence[Example], categories: Sequence[str], cfg: Config, seed: int) -> list[Any]:
-    """Predictions (learned.Prediction) for `held_ex` from a model fitted and calibrated on `fit_ex` only."""
+def predict_held(
+    fit_ex: Sequence[Example],
+    held_ex: Sequence[Example],
+    categories: Sequence[str],
+    cfg: Config,
+    seed: int,
+    costs: tuple[Any, Any] | None = None,
+    target: float | None = None,
+) -> list[Any]:
+    """Predictions (learned.Prediction) for `held_ex` from a model fitted and calibrated on `fit_ex` only
+    (`costs`: tier_costs of the `fit_ex` rows, for the per-category target offsets)."""
     from proxy.routing.learned import Router
     from proxy.training.fit import fit_data
 
-    data, _ = fit_data(fit_ex, categories, seed, cfg)
+    data, _ = fit_data(fit_ex, categories, seed, cfg, costs, target)
     router = Router(data, "cv")
     return [router.probabilities(router.logits(e.text, e.structure)) for e in held_ex]
 
@@ -79,11 +89,17 @@ def run(cfg: Config, which: str = "both", seed: int = 0, verbose: bool = False, 
     started = time.monotonic()
     ex = examples(rows)
     policy = replace(load_policy(ROOT / "policies", {}), router_artifact=None)
+    from proxy.training.targets import tier_costs
+
+    cost, tier = tier_costs(rows, [e.heuristic for e in ex], policy)
     print(f"train split: {len(rows)} rows, featurised in {time.monotonic() - started:.0f} s; config {cfg}")
     pooled: dict[str, list[tuple[Mapping[str, Any], Any]]] = defaultdict(list)
     results: dict[str, Any] = {}
     for scheme, name, fit_idx, held_idx in schemes(rows, which, seed):
-        preds = predict_held([ex[i] for i in fit_idx], [ex[i] for i in held_idx], CATEGORIES, cfg, seed)
+        fit_costs = (cost[fit_idx], tier[fit_idx])
+        preds = predict_held(
+            [ex[i] for i in fit_idx], [ex[i] for i in held_idx], CATEGORIES, cfg, seed, fit_costs, policy.routing.quality_target
+        )
         data = [(rows[i], replace(ex[i].heuristic, category=p.category, adequacy=p.adequacy)) for i, p in zip(held_idx, preds, strict=True)]
         pooled[scheme] += data
         if scheme == "writer":
@@ -157,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--structure-value", type=float, default=DEFAULT.structure_value)
     parser.add_argument("--per-category", type=float, default=DEFAULT.per_category)
+    parser.add_argument(
+        "--target-offsets",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT.target_offsets,
+        help="fit per-category quality-target offsets (training/targets.py)",
+    )
     parser.add_argument("--which", choices=("both", "writers", "folds"), default="both")
     parser.add_argument("--targets", type=float, nargs="*", default=())
     parser.add_argument("--seed", type=int, default=0)
@@ -171,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         by_writer=args.by_writer,
         structure_value=args.structure_value,
         per_category=args.per_category,
+        target_offsets=args.target_offsets,
     )
     run(cfg, args.which, args.seed, args.verbose, args.targets)
     return 0

@@ -5,7 +5,10 @@ features (binary), vocabulary = features seen in at least MIN_DF training reques
 one-vs-rest logistic regressions for the category (liblinear: seconds, not minutes), and for t = 2, 3, 4 a binary logistic
 regression for "the least adequate tier is >= t" (a tier-t model is adequate). Calibration:
 isotonic regression on 5-fold out-of-fold logits of the training rows (so the calibrator never
-sees a prediction made on its own row). Seeded and deterministic: same rows, same artifact bytes.
+sees a prediction made on its own row). Two more steps: EXCLUSIONS (a structure feature rules a
+category out when no training row bears it, e.g. long_document under 2,500 tokens), and, given
+the rows' tier costs and the policy's quality_target, per-category target offsets fitted on the
+same out-of-fold probabilities (`targets.py`). Seeded and deterministic: same rows, same bytes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ STRUCTURE_VALUE = 0.1  # a structure feature's value (text features: 1/sqrt(coun
 FOLDS = 5
 TIERS = (2, 3, 4)
 MIN_CALIBRATION_ROWS = 80  # a category's own calibrator needs this many training rows predicted in it
+# Structure features that rule a category out when no training row carrying one has that category
+# (the rubric: a long document is several thousand words; no long_document row of the train split
+# has its largest message under 2,500 tokens, while one writer's medium inputs were taken for one).
+EXCLUSIONS = (("long_document", ("doc 0", "doc 1")),)
+EXCLUDED_LOGIT = 30.0  # the logit an excluding feature takes off its category
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Config:
     structure_value: float = STRUCTURE_VALUE
     by_writer: bool = True  # calibrate on leave-one-writer-out predictions (id prefix), not stratified folds
     per_category: float = 0.0  # weight of per-(predicted category) isotonic calibrators, blended with the global one
+    target_offsets: bool = True  # per-category quality-target offsets (training/targets.py), when costs are given
 
 
 DEFAULT = Config()
@@ -103,6 +112,16 @@ def _models(X: Any, cats: Any, tiers: Any, seed: int, categories: Sequence[str],
     return np.vstack([f[0] for f in fitted]), np.array([f[1] for f in fitted])
 
 
+def _exclude(W: Any, examples: Sequence[Example], vocab: dict[str, int], categories: Sequence[str], cfg: Config) -> None:
+    """Apply EXCLUSIONS to the category weights (in place) where the training rows bear them out."""
+    for category, features in EXCLUSIONS:
+        k = list(categories).index(category)
+        for f in features:
+            j = vocab.get(f)
+            if j is not None and not any(ex.category == category and f in ex.structure for ex in examples):
+                W[k, j] = -EXCLUDED_LOGIT / cfg.structure_value
+
+
 def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str], cfg: Config = DEFAULT) -> tuple[Any, Any]:
     """(category logits, tier logits) for every training row from models that did not see it."""
     np, _, _, _, StratifiedKFold = _sklearn()
@@ -123,14 +142,25 @@ def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str
         vocab = vocabulary(fold, cfg.min_df)
         X_fit, X_held = matrix(fold, vocab, cfg.structure_value), matrix([examples[i] for i in held_idx], vocab, cfg.structure_value)
         W, b = _models(X_fit, cats[fit_idx], tiers[fit_idx], seed, categories, cfg)
+        _exclude(W, fold, vocab, categories, cfg)
         logits = np.asarray(X_held @ W.T) + b
         cat_logits[held_idx] = logits[:, : len(categories)]
         tier_logits[held_idx] = logits[:, len(categories) :]
     return cat_logits, tier_logits
 
 
-def fit_data(examples: Sequence[Example], categories: Sequence[str], seed: int = 0, cfg: Config = DEFAULT) -> tuple[dict[str, Any], Any]:
-    """(the artifact's data without meta, out-of-fold adequacy probabilities per row: array n x 4)."""
+def fit_data(
+    examples: Sequence[Example],
+    categories: Sequence[str],
+    seed: int = 0,
+    cfg: Config = DEFAULT,
+    costs: tuple[Any, Any] | None = None,
+    target: float | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """(the artifact's data without meta, out-of-fold adequacy probabilities per row: array n x 4).
+
+    `costs` (targets.tier_costs of the same rows) and `target` (the policy's quality_target):
+    fit the per-category target offsets on the out-of-fold probabilities (cfg.target_offsets)."""
     np, _, IsotonicRegression, _, _ = _sklearn()
     tiers = np.array([ex.tier for ex in examples])
     oof_cat, oof_tier = out_of_fold(examples, seed, categories, cfg)
@@ -152,10 +182,17 @@ def fit_data(examples: Sequence[Example], categories: Sequence[str], seed: int =
                 )
                 calibration[f"{c}:{t}"] = [[round(float(x), 5) for x in iso.X_thresholds_], [round(float(y), 5) for y in iso.y_thresholds_]]
     oof_accuracy = float(np.mean(np.array(categories)[oof_cat.argmax(axis=1)] == np.array([ex.category for ex in examples])))
+    offsets: dict[str, float] = {}
+    if cfg.target_offsets and costs is not None and target is not None:
+        from proxy.training.targets import choose_offsets
+
+        predicted = [categories[j] for j in oof_cat.argmax(axis=1)]
+        offsets = choose_offsets(oof_probs, predicted, tiers, costs[0], costs[1], target)
 
     vocab = vocabulary(examples, cfg.min_df)
     X = matrix(examples, vocab, cfg.structure_value)
     W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories, cfg)  # outputs x features
+    _exclude(W, examples, vocab, categories, cfg)
     weights = {}
     for f, j in vocab.items():
         col = W[:, j]
@@ -170,18 +207,25 @@ def fit_data(examples: Sequence[Example], categories: Sequence[str], seed: int =
         "calibration": calibration,
         "calibration_blend": cfg.per_category,
         "structure_value": cfg.structure_value,
-        "meta": {**asdict(cfg), "oof_category_accuracy": round(oof_accuracy, 4)},
+        "target_offsets": offsets,
+        "meta": {**asdict(cfg), "oof_category_accuracy": round(oof_accuracy, 4), "offsets_at_target": target if offsets else None},
     }
     return data, oof_probs
 
 
 def train(
-    examples: Sequence[Example], categories: Sequence[str], seed: int = 0, meta: dict[str, Any] | None = None, cfg: Config = DEFAULT
+    examples: Sequence[Example],
+    categories: Sequence[str],
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+    cfg: Config = DEFAULT,
+    costs: tuple[Any, Any] | None = None,
+    target: float | None = None,
 ) -> tuple[bytes, Any]:
     """(artifact bytes, out-of-fold adequacy probabilities per row: array n x 4)."""
     import sklearn
 
-    data, oof_probs = fit_data(examples, categories, seed, cfg)
+    data, oof_probs = fit_data(examples, categories, seed, cfg, costs, target)
     data["meta"] = {
         **(meta or {}),
         **data["meta"],
