@@ -7,7 +7,9 @@ training rows (their calibrated P(tier t adequate), from models that never saw t
 chooses one threshold per predicted category that keeps the training rows' adequate share at
 least what the global target `target` gives, for the least cost (a Lagrangian sweep: each
 category takes the threshold minimising cost - lambda * adequate rows, lambda the smallest that
-keeps the adequacy). The artifact stores each threshold as an offset from `target`, and the
+keeps the adequacy), and no category's adequate share drops below FLOOR (or its share at the
+global target when that is lower): moving money between categories must not leave one kind of
+request, long documents above all, often below the tier it needs. The artifact stores each threshold as an offset from `target`, and the
 router subtracts the request's offset from its adequacy probabilities, so the dial
 (`quality_target`) still moves every category together (`learned.Router.probabilities`).
 
@@ -23,6 +25,7 @@ from typing import Any
 
 GRID = tuple(round(0.40 + 0.01 * i, 2) for i in range(60))  # thresholds tried per category: 0.40 .. 0.99
 LAMBDAS = 400
+FLOOR = 0.90  # no category's adequate share may fall below this (or below its share at the global target, if lower)
 
 
 def tier_costs(rows: Sequence[Mapping[str, Any]], heuristics: Sequence[Any], policy: Any) -> tuple[Any, Any]:
@@ -66,11 +69,14 @@ def choose_offsets(probs: Any, predicted: Sequence[str], labels: Any, cost: Any,
     pc = np.asarray(predicted)
     cats = sorted(set(predicted))
     table: dict[str, list[tuple[float, float, float]]] = {c: [] for c in cats}
+    floor = {c: min(FLOOR * float((pc == c).sum()), float(base_ok[pc == c].sum())) for c in cats}
     for g in GRID:
         c_cost, c_ok = _routed(probs, g, cost, tier, labels)
         for c in cats:
             m = pc == c
-            table[c].append((g, float(c_cost[m].sum()), float(c_ok[m].sum())))
+            ok = float(c_ok[m].sum())
+            if ok >= floor[c] - 1e-9:
+                table[c].append((g, float(c_cost[m].sum()), ok))
     best: tuple[float, dict[str, float]] | None = None
     scale = float(base_cost.sum()) / max(need, 1.0)  # lambda: money per adequate row, around the mean cost of a row
     for lam in (0.0, *(scale * np.geomspace(1e-4, 1e4, LAMBDAS))):
