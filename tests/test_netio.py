@@ -1,4 +1,4 @@
-"""The upstream client's asyncio network backend (proxy/providers/netio.py): TLS, every timeout
+"""The httpx fallback client's asyncio network backend (proxy/providers/netio.py): TLS, every timeout
 and failure as httpcore's exception, flow control, cancellation. Each test runs on the plain
 asyncio loop and on uvloop (what `autoroute serve` runs)."""
 
@@ -21,7 +21,7 @@ import uvloop
 from proxy.policy import Policy
 from proxy.policy.registry import Deployment, Timeouts
 from proxy.providers.base import UpstreamCall, UpstreamError
-from proxy.providers.http import Pool
+from proxy.providers.http import HttpxPool as Pool
 from proxy.providers.netio import AsyncioBackend
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.raw_tcp import raw_server, read_request, reset

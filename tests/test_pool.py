@@ -1,4 +1,5 @@
-"""The per-deployment connection pool: sharded, least-busy first, slots always returned."""
+"""The httpx fallback pool (`AUTOROUTE_UPSTREAM_CLIENT=httpx`, proxy/providers/httpx_pool.py):
+sharded, least-busy first, slots always returned. The lean pool is tested in test_h1pool.py."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ import pytest
 
 from proxy.policy import Policy
 from proxy.providers.base import UpstreamCall, UpstreamError
-from proxy.providers.http import Pool, Upstreams
+from proxy.providers.http import HttpxPool, Upstreams
 from tests.support.fake_upstream import FakeUpstream, Fault
 from tests.support.servers import free_port
 
 BODY = orjson.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})
 
 
-def pool_and_call(policy: Policy, environ: dict) -> tuple[Pool, UpstreamCall]:
+def pool_and_call(policy: Policy, environ: dict) -> tuple[HttpxPool, UpstreamCall]:
     dep = next(d for d in policy.deployments if d.id == "openai")
-    pool = Upstreams(policy, environ).pool(dep)
+    pool = Upstreams(policy, {**environ, "AUTOROUTE_UPSTREAM_CLIENT": "httpx"}).pool(dep)
+    assert isinstance(pool, HttpxPool)
     return pool, UpstreamCall(dep, policy.models["openai/gpt-4.1"], {}, None, pool)
 
 

@@ -19,6 +19,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -31,7 +32,7 @@ from proxy.keys import access
 from proxy.keys.store import KeyRecord, bearer_token
 from proxy.policy.registry import Deployment, EmbeddingSpec
 from proxy.providers.base import UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import read_error
+from proxy.providers.http import read_error, transport_error
 from proxy.request import accounting, pipeline
 from proxy.request.admission import Admission
 from proxy.request.exchange import Exchange
@@ -145,11 +146,24 @@ async def call_upstream(
     resp = await pool.send(call, url, headers, orjson.dumps(payload))
     if resp.status_code >= 400:
         raise await read_error(resp, call)
-    data = orjson.loads(await resp.aread())
+    try:
+        data = orjson.loads(await resp.aread())
+    except httpx.HTTPError as exc:  # cut mid-body, silent: the API's upstream error, not a 500
+        raise transport_error(exc, call, url) from None
+    except orjson.JSONDecodeError:
+        raise _bad(dep, spec, "a response that is not JSON") from None
+    finally:
+        await resp.aclose()
+    if not isinstance(data, dict):
+        raise _bad(dep, spec, "a response that is not an object")
     if dep.wire_format == "gemini":
         return [e["values"] for e in data.get("embeddings") or ()], None
     rows = sorted(data.get("data") or (), key=lambda d: d.get("index", 0))
     return [r["embedding"] for r in rows], (data.get("usage") or {}).get("prompt_tokens")
+
+
+def _bad(dep: Deployment, spec: EmbeddingSpec, what: str) -> UpstreamError:
+    return UpstreamError(dep.provider, dep.id, "bad_response", f"{dep.id} sent {what}", status=502, model=spec.id)
 
 
 async def create_embeddings(request: Request) -> Response:

@@ -1,5 +1,5 @@
 """The direct path for every OpenAI-compatible upstream (OpenAI, Together, Ollama's /v1,
-vLLM, gateways): nothing to translate, so one pooled httpx request and a light parse."""
+vLLM, gateways): nothing to translate, so one pooled request (the lean client, h1pool.py) and a light parse."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class OpenAIProvider:
 
 
 class OpenAIStream:
-    def __init__(self, resp: httpx.Response, call: UpstreamCall) -> None:
+    def __init__(self, resp: Any, call: UpstreamCall) -> None:
         self._resp = resp
         self._call = call
         self.usage: Usage | None = None

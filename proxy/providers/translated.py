@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
+from proxy.providers.http import as_httpx, bad_response, read_error, safe_detail, transport_error
 from proxy.providers.litellm_lib import LazyLitellm, Litellm, NullLogging
 from proxy.providers.plain import anthropic_plain, gemini_plain
 from proxy.providers.plain_request import anthropic_headers, anthropic_request, gemini_request
@@ -70,18 +70,18 @@ class _TranslatedProvider:
     def _plain_headers(self, call: UpstreamCall) -> dict[str, str]:
         raise NotImplementedError
 
-    def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: Any) -> dict[str, Any] | None:
+    def _plain_answer(self, call: UpstreamCall, resp: Any, op: Any) -> dict[str, Any] | None:
         """The OpenAI dict of a plain text answer, or None for litellm's full transformer."""
         raise NotImplementedError
 
-    def _to_completion(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, payload: Any, op: Any, messages: Any) -> Any:
+    def _to_completion(self, lt: Litellm, call: UpstreamCall, resp: Any, payload: Any, op: Any, messages: Any) -> Any:
         """The upstream response as a litellm ModelResponse."""
         raise NotImplementedError
 
-    def _stream_events(self, lt: Litellm, call: UpstreamCall, resp: httpx.Response, op: Any) -> TranslatedStream:
+    def _stream_events(self, lt: Litellm, call: UpstreamCall, resp: Any, op: Any) -> TranslatedStream:
         raise NotImplementedError
 
-    async def _send(self, call: UpstreamCall, url: str, headers: dict[str, str], payload: dict, stream: bool) -> httpx.Response:
+    async def _send(self, call: UpstreamCall, url: str, headers: dict[str, str], payload: dict, stream: bool) -> Any:
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         resp = await call.pool.send(call, url, raw, orjson.dumps(payload))
         if resp.status_code != 200:
@@ -150,7 +150,7 @@ class AnthropicProvider(_TranslatedProvider):
     def _plain_headers(self, call: UpstreamCall) -> dict[str, str]:
         return anthropic_headers(call.api_key or "")
 
-    def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
+    def _plain_answer(self, call: UpstreamCall, resp: Any, op: dict) -> dict[str, Any] | None:
         if op.get("json_mode"):
             return None
         return anthropic_plain(orjson.loads(resp.content), call.body["model"])
@@ -158,7 +158,7 @@ class AnthropicProvider(_TranslatedProvider):
     def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.anthropic_config.transform_response(
             call.body["model"],
-            resp,
+            as_httpx(resp),
             lt.model_response(),
             NullLogging(),
             payload,
@@ -198,12 +198,12 @@ class GeminiProvider(_TranslatedProvider):
     def _plain_headers(self, call: UpstreamCall) -> dict[str, str]:
         return _gemini_headers(call)
 
-    def _plain_answer(self, call: UpstreamCall, resp: httpx.Response, op: dict) -> dict[str, Any] | None:
+    def _plain_answer(self, call: UpstreamCall, resp: Any, op: dict) -> dict[str, Any] | None:
         return gemini_plain(orjson.loads(resp.content), call.body["model"])
 
     def _to_completion(self, lt, call, resp, payload, op, messages):
         return lt.gemini_config.transform_response(
-            call.body["model"], resp, lt.model_response(), NullLogging(), payload, messages, op, {}, None
+            call.body["model"], as_httpx(resp), lt.model_response(), NullLogging(), payload, messages, op, {}, None
         )
 
     def _stream_events(self, lt, call, resp, op):
@@ -231,7 +231,7 @@ def _gemini_headers(call: UpstreamCall) -> dict[str, str]:
 class TranslatedStream:
     """Provider stream events -> OpenAI chunk dicts (empty deltas dropped)."""
 
-    def __init__(self, resp: httpx.Response, call: UpstreamCall, parser: Any, done_event: str | None) -> None:
+    def __init__(self, resp: Any, call: UpstreamCall, parser: Any, done_event: str | None) -> None:
         self._resp, self._call, self._parser, self._done_event = resp, call, parser, done_event
         self.usage: Usage | None = None
 
