@@ -1,7 +1,10 @@
-"""The router's speed-ups change no decision: every corpus row and eval request is classified and
-routed as the code before them did (tests/eval/decisions.jsonl.gz, made by
-tests/support/routing_snapshot.py from commit fc88a95), and the packed logits
-(proxy/routing/packed.py) equal a plain float sum over the artifact's weight rows."""
+"""No decision moves unless a change means it to: every corpus row and eval request is classified
+and routed as recorded in tests/eval/decisions.jsonl.gz (tests/support/routing_snapshot.py), and
+the packed logits (proxy/routing/packed.py) equal a plain float sum over the artifact's weight rows.
+
+History: the snapshot was first made by the code before the router's speed-ups (fc88a95) and the
+sped-up code matched it on all 6,420 rows (merge 265ac1e); it was then regenerated once for the
+retrained artifact (g1-g12, per-category targets), which is meant to move decisions."""
 
 from __future__ import annotations
 

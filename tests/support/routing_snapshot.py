@@ -2,9 +2,9 @@
 
     PYTHONPATH=$PWD python -m tests.support.routing_snapshot   # rewrites tests/eval/decisions.jsonl.gz
 
-The stored snapshot was made by the code before the router's inference was optimised (commit
-fc88a95, issue 13): `tests/test_routing_snapshot.py` proves the optimised code decides the same.
-Only regenerate it when a change is meant to move decisions (a retrained artifact, new rules).
+The first snapshot was made by the code before the router's inference was optimised (commit
+fc88a95, issue 13), and the optimised code matched it. It is regenerated only when a change is
+meant to move decisions (a retrained artifact, new rules), in that change's own commit.
 """
 
 from __future__ import annotations
