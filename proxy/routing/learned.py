@@ -72,7 +72,11 @@ class Router:
         self.categories: tuple[str, ...] = tuple(data["categories"])
         self.tiers: tuple[int, ...] = tuple(data["tiers"])  # the thresholds after the categories (2, 3, 4)
         self.bias: tuple[float, ...] = tuple(data["bias"])
-        self.weights: dict[str, Sequence[float]] = {k: tuple(v) for k, v in data["weights"].items()}
+        weights = data["weights"]
+        # the artifact's own dict when its rows are tuples already (load_artifact): a copy cost ~3 MB
+        self.weights: Mapping[str, Sequence[float]] = (
+            weights if all(type(v) is tuple for v in weights.values()) else {k: tuple(v) for k, v in weights.items()}
+        )
         cal = data["calibration"]
         self.calibrators = {int(t): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in cal.items() if ":" not in t}
         self.blend = float(data.get("calibration_blend", 0.0))  # weight of the predicted category's own calibrator
