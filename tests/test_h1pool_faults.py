@@ -160,16 +160,26 @@ async def test_a_malformed_response_is_a_protocol_error(policy: Policy, answer: 
 
 
 async def test_a_line_break_in_a_header_or_the_url_is_refused_before_sending(policy: Policy) -> None:
-    pool, call = pool_for(policy, "http://127.0.0.1:9/v1")
-    for url, headers in [
-        ("http://127.0.0.1:9/v1/x", [(b"authorization", b"Bearer k\r\nx-evil: 1")]),
-        ("http://127.0.0.1:9/v1/x", [(b"x-a", b"k\nx-evil: 1")]),
-        ("ftp://127.0.0.1:9/v1/x", []),
-    ]:
-        with pytest.raises(UpstreamError) as info:
-            await pool.send(call, url, headers, BODY)
-        assert "x-evil" not in info.value.message
-    assert pool.open == 0
+    seen: list[bytes] = []
+
+    def answer(conn: socket.socket) -> None:  # a server that would take the forged request and answer it
+        while data := conn.recv(65536):
+            seen.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+
+    with raw_server(answer) as port:
+        base = f"http://127.0.0.1:{port}/v1"
+        pool, call = pool_for(policy, base)
+        for url, headers in [
+            (base + "/x", [(b"authorization", b"Bearer k\r\nx-evil: 1")]),
+            (base + "/x", [(b"x-a", b"k\nx-evil: 1")]),
+            ("ftp://127.0.0.1:9/v1/x", []),
+        ]:
+            with pytest.raises(UpstreamError) as info:
+                await pool.send(call, url, headers, BODY)
+            assert "x-evil" not in info.value.message
+        await asyncio.sleep(0.1)
+        assert seen == [] and pool.open == 0  # refused before a connection was even opened
 
 
 @pytest.mark.parametrize(
