@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from proxy.policy.registry import Strict
 
@@ -84,22 +84,22 @@ class McpPolicy(Strict):
         description="where a request-supplied server URL may point: `host` (the scheme's default port only), "
         "`host:port`, or `host:*` (any port); empty = nowhere",
     )
+    _hosts: tuple[tuple[str, int | str | None], ...] = PrivateAttr(())  # the entries, parsed once at load
 
     @model_validator(mode="after")
     def _names(self) -> McpPolicy:
         for name in self.servers:
             if not SERVER_NAME.match(name) or SEPARATOR in name:
                 raise ValueError(f"server name {name!r}: lowercase letters, digits, - and _ (no '__'), at most 31 characters")
-        for entry in self.request_url_hosts:
-            url_host_entry(entry)
+        self._hosts = tuple(url_host_entry(entry) for entry in self.request_url_hosts)
         return self
 
     def allows_url(self, hostname: str, port: int | None, scheme: str) -> bool:
         """Whether a request may name a server at this host and port (None: the scheme's default)."""
         port = (443 if scheme == "https" else 80) if port is None else port
-        for entry in self.request_url_hosts:
-            host, allowed = url_host_entry(entry)
-            if host == hostname.lower() and (allowed == "*" or allowed == port or (allowed is None and port in (80, 443))):
+        hostname = hostname.lower()
+        for host, allowed in self._hosts:
+            if host == hostname and (allowed == "*" or allowed == port or (allowed is None and port in (80, 443))):
                 return True
         return False
 
