@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import httptools
 import httpx
 
+from proxy.providers.waiting import Waiting
+
 if TYPE_CHECKING:
     from proxy.providers.h1pool import Pool
 
@@ -30,7 +32,7 @@ HIGH_WATER = 256 * 1024  # buffered body bytes at which the socket stops being r
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
-class Connection(asyncio.Protocol):
+class Connection(Waiting, asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
         self.loop = loop
         self.origin = origin
@@ -40,7 +42,7 @@ class Connection(asyncio.Protocol):
         self.closed = False  # no further request may use it (EOF, lost, stray bytes, closed)
         self.idle_since = 0.0
         self.read_paused = self.write_paused = self.expired = False
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter = None
         self._reset()
 
     def _reset(self) -> None:
@@ -133,31 +135,6 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.wake()
 
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _expire(self) -> None:
-        self.expired = True
-        self.wake()
-
-    async def _wait(self, timeout: float | None, ready: Any, timeout_error: type[httpx.TimeoutException]) -> None:
-        timer = None if timeout is None else self.loop.call_later(timeout, self._expire)
-        try:
-            while not ready():
-                if self.expired:
-                    raise timeout_error("timed out")
-                self.waiter = self.loop.create_future()
-                try:
-                    await self.waiter
-                finally:
-                    self.waiter = None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self.expired = False
-
     # --- what the pool and the response call ---
 
     async def request(self, data: bytes, write_timeout: float | None, read_timeout: float | None) -> None:
@@ -168,18 +145,18 @@ class Connection(asyncio.Protocol):
             raise httpx.WriteError("the connection is closed")
         self.transport.write(data)
         if self.write_paused:
-            await self._wait(write_timeout, lambda: not self.write_paused, httpx.WriteTimeout)
+            await self.wait(self.loop, write_timeout, lambda: not self.write_paused, httpx.WriteTimeout)
             if self.closed and self.error is None:
                 raise httpx.WriteError("the connection was lost while writing")
         if not self.head_done:
-            await self._wait(read_timeout, lambda: self.head_done or self.error is not None, httpx.ReadTimeout)
+            await self.wait(self.loop, read_timeout, lambda: self.head_done or self.error is not None, httpx.ReadTimeout)
         if not self.head_done:
             raise self.error  # type: ignore[misc]
 
     async def next_chunk(self, timeout: float | None) -> bytes | None:
         """What the body has buffered (waiting for some if none), None at its end."""
         if not self.body and not self.done and self.error is None:
-            await self._wait(timeout, lambda: self.body or self.done or self.error is not None, httpx.ReadTimeout)
+            await self.wait(self.loop, timeout, lambda: self.body or self.done or self.error is not None, httpx.ReadTimeout)
         body = self.body
         if body:
             data = body[0] if len(body) == 1 else b"".join(body)

@@ -30,11 +30,13 @@ from typing import Any
 from httpcore import AsyncNetworkBackend, AsyncNetworkStream, ConnectError, ConnectTimeout, ReadError, ReadTimeout, WriteError, WriteTimeout
 from httpcore._backends.base import SOCKET_OPTION
 
+from proxy.providers.waiting import Waiting
+
 HIGH_WATER = 256 * 1024  # buffered bytes at which the socket stops being read
 LOW_WATER = 64 * 1024  # ... and starts again
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(Waiting, asyncio.Protocol):
     """The socket's side: buffers what arrives, records EOF and loss, wakes the one waiter
     (HTTP/1.1: httpcore reads or writes a connection from one task at a time)."""
 
@@ -78,15 +80,6 @@ class _Protocol(asyncio.Protocol):
         self.write_paused = False
         self.wake()
 
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def expire(self) -> None:
-        self.expired = True
-        self.wake()
-
     def take(self, max_bytes: int) -> bytes:
         chunks = self.chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -101,23 +94,6 @@ class _Protocol(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
         return data
-
-    async def wait(self, loop: asyncio.AbstractEventLoop, timeout: float | None, ready: Any, timeout_error: type[Exception]) -> None:
-        """Wait until `ready()` is true; `timeout_error` after `timeout` seconds."""
-        timer = None if timeout is None else loop.call_later(timeout, self.expire)
-        try:
-            while not ready():
-                if self.expired:
-                    raise timeout_error("timed out")
-                self.waiter = loop.create_future()
-                try:
-                    await self.waiter
-                finally:
-                    self.waiter = None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self.expired = False
 
 
 class AsyncioStream(AsyncNetworkStream):
