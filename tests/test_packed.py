@@ -1,12 +1,12 @@
-"""proxy/routing/packed.py: weight rows as one fixed-point int each; sums exact in every lane, or declined."""
+"""proxy/policy/packed.py: weight rows as one fixed-point int each; sums exact in every lane, or declined."""
 
 from __future__ import annotations
 
 import math
 import random
 
+from proxy.policy.packed import HEADROOM_BITS, Packed
 from proxy.routing.learned import Router
-from proxy.routing.packed import HEADROOM_BITS, Packed
 
 
 def _data(weights: dict[str, list[float]]) -> dict[str, object]:
@@ -48,12 +48,13 @@ def test_weights_that_are_not_short_decimals_take_the_float_path() -> None:
     assert Packed.of({"x": (0.1, 0.2)}, 3) is None  # rows of the wrong width
 
 
-def test_a_request_with_more_features_than_the_lanes_hold_takes_the_float_path() -> None:
+def test_a_request_with_more_features_than_the_lanes_hold_is_summed_chunk_by_chunk() -> None:
     weights = {f"f{i}": [1.5, -2.25, 0.0625] for i in range(50)}
     router = Router(_data(weights), "t")
-    assert router.packed is not None
+    assert router.packed is not None and router.packed.size == 4
     n = next(n for n in range(1, 1 << 30, 1 << 12) if not router.packed.fits(n))
-    many = [f"f{i % 50}" for i in range(n)]  # a structure block this long would overflow a lane
+    many = [f"f{i % 50}" for i in range(n)]  # a structure block this long would overflow a lane in one sum
+    assert router.packed.chunked_sums(many) == [1.5 * n, -2.25 * n, 0.0625 * n]  # exact: these sums are binary fractions
     assert router.logits(set(many[:100]), many) == router.float_logits(set(many[:100]), many)
     few = [f"f{i}" for i in range(50)]
     assert all(abs(a - b) < 1e-12 for a, b in zip(router.logits(set(few), few), router.float_logits(set(few), few), strict=True))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import pytest
 
 from proxy.cli.learn import split_module
@@ -26,10 +29,16 @@ def test_training_is_seeded_and_the_artifact_predicts_like_sklearn(tmp_path) -> 
     path.write_bytes(first)
     router = load_router(path)
     assert isinstance(router, Router) and router.meta["rows"] == len(ex)
-    # no train row under 2,500 tokens is a long document: such requests are ruled out of it
-    ld = list(CATEGORIES).index("long_document")
-    assert router.weights["doc 1"][ld] * router.structure_value <= -fit.EXCLUDED_LOGIT + 1e-6
+    # no train row under 2,500 tokens is a long document: such requests are ruled out of it, by a
+    # rule the artifact carries (the learned weights left as fitted: nothing like the old -300)
+    data = json.loads(gzip.decompress(first))
+    assert data["exclusions"]["doc 1"] == ["long_document"] and gzip.decompress(first).isascii()
     assert not any(e.category == "long_document" and "doc 1" in e.structure for e in ex)
+    ld = list(CATEGORIES).index("long_document")
+    assert router.excluded(["doc 1"]) == {ld} and abs(router.weights["doc 1"][ld]) < 50
+    assert max(abs(w) for row in data["weights"].values() for w in row) < 50
+    doc1 = [e for e in ex if "doc 1" in e.structure]
+    assert doc1 and all(router.predict_features(e.text, e.structure).category != "long_document" for e in doc1)
     # the pure-Python logits equal the sparse matrix product sklearn's coefficients give (pruning aside)
     vocab = fit.vocabulary(ex)
     X = fit.matrix(ex[:5], vocab)

@@ -8,25 +8,29 @@ adequate tier is >= t), each mapped to a probability by an isotonic calibrator f
 cross-validated predictions of the training split. Tier 1 is adequate by definition. The
 artifact's `target_offsets` (category -> offset, fitted by `proxy/training/targets.py`) shift the
 quality target per predicted category: the probabilities are reported minus the category's
-offset, so the dial's one `quality_target` still moves every category together.
+offset, so the dial's one `quality_target` still moves every category together. The artifact's
+`exclusions` (structure feature -> categories) are hard rules: a request bearing such a feature
+is never put in those categories (they drop out of the argmax and the softmax, as a logit of
+-inf would), e.g. no long_document under 2,500 tokens (`proxy/training/fit.py`, EXCLUSIONS).
 
 Inference is pure Python (no scikit-learn, no numpy): a dict lookup per feature string and a
 column sum over the found weight rows, done as one sum of packed fixed-point ints
-(`proxy/routing/packed.py`; the float rows stay in `weights`). `router_for(policy)` builds the model once per artifact;
-`predict` is pure.
+(`proxy/policy/packed.py`: the artifact loader packs the rows as it reads them, and no float
+rows are kept; `weights` is the packed rows' Mapping view, or the float rows of an artifact that
+does not pack). `router_for(policy)` builds the model once per artifact; `predict` is pure.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proxy.policy.packed import Packed
 from proxy.routing.features import structure_features, text_features
-from proxy.routing.packed import Packed
 from proxy.routing.textscan import Conversation
 
 if TYPE_CHECKING:
@@ -73,10 +77,12 @@ class Router:
         self.tiers: tuple[int, ...] = tuple(data["tiers"])  # the thresholds after the categories (2, 3, 4)
         self.bias: tuple[float, ...] = tuple(data["bias"])
         weights = data["weights"]
-        # the artifact's own dict when its rows are tuples already (load_artifact): a copy cost ~3 MB
-        self.weights: Mapping[str, Sequence[float]] = (
-            weights if all(type(v) is tuple for v in weights.values()) else {k: tuple(v) for k, v in weights.items()}
-        )
+        # load_artifact's Packed as it is; plain float rows (training, tests) are packed here
+        packed = weights if isinstance(weights, Packed) else Packed.of(weights, len(self.bias))
+        self.packed: Packed | None = packed  # None: weights that are not short decimals (the float path)
+        self.weights: Mapping[str, Sequence[float]] = packed if packed is not None else {k: tuple(v) for k, v in weights.items()}
+        exclusions: Mapping[str, Sequence[str]] = data.get("exclusions", {})
+        self.exclusions = {f: frozenset(map(self.categories.index, cats)) for f, cats in exclusions.items()}  # feature -> category indices
         cal = data["calibration"]
         self.calibrators = {int(t): Calibrator(tuple(c[0]), tuple(c[1])) for t, c in cal.items() if ":" not in t}
         self.blend = float(data.get("calibration_blend", 0.0))  # weight of the predicted category's own calibrator
@@ -87,15 +93,17 @@ class Router:
         self.meta: Mapping[str, Any] = data.get("meta", {})
         self._zero = (0.0,) * len(self.bias)
         self.structure_value = float(data.get("structure_value", 1.0))  # a structure feature's value in the design matrix
-        self.packed = Packed.of(self.weights, len(self.bias))  # None: weights that are not short decimals (float path)
 
     def logits(self, text: set[str] | list[str], structure: list[str]) -> list[float]:
         packed = self.packed
-        if packed is None or not packed.fits(max(len(text), len(structure))):
+        if packed is None:
             return self.float_logits(text, structure)
-        get = packed.rows.get
-        tsum = packed.unpack(sum(filter(None, map(get, text))))  # all 11 column sums in one big-int sum
-        ssum = packed.unpack(sum(filter(None, map(get, structure))))
+        if packed.fits(max(len(text), len(structure))):
+            get = packed.rows.get
+            tsum = packed.unpack(sum(filter(None, map(get, text))))  # all 11 column sums in one big-int sum
+            ssum = packed.unpack(sum(filter(None, map(get, structure))))
+        else:  # more rows than a lane's headroom holds: summed chunk by chunk
+            tsum, ssum = packed.chunked_sums(text), packed.chunked_sums(structure)
         scale = 1.0 / math.sqrt(len(text)) if text else 0.0
         sv = self.structure_value
         return [b + scale * t + sv * s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
@@ -111,9 +119,18 @@ class Router:
         sv = self.structure_value
         return [b + scale * t + sv * s for b, t, s in zip(self.bias, tsum, ssum, strict=False)]
 
-    def probabilities(self, logits: Sequence[float]) -> Prediction:
+    def excluded(self, structure: list[str]) -> frozenset[int]:
+        """The categories the request's structure features rule out (indices; usually none)."""
+        rules = self.exclusions
+        if not rules or rules.keys().isdisjoint(structure):
+            return frozenset()
+        return frozenset().union(*(rules[f] for f in structure if f in rules))
+
+    def probabilities(self, logits: Sequence[float], excluded: Collection[int] = ()) -> Prediction:
         n = len(self.categories)
-        cat = logits[:n]
+        cat = list(logits[:n])
+        for i in excluded:  # ruled out: out of the argmax and the softmax (exp(-inf) = 0)
+            cat[i] = -math.inf
         top = max(cat)
         exps = [math.exp(v - top) for v in cat]
         total = sum(exps)
@@ -139,8 +156,12 @@ class Router:
             runner_up=self.categories[order[1]],
         )
 
+    def predict_features(self, text: set[str] | list[str], structure: list[str]) -> Prediction:
+        """The prediction for a request's features: logits, its exclusions, probabilities."""
+        return self.probabilities(self.logits(text, structure), self.excluded(structure))
+
     def predict(self, conv: Conversation, tools: list[Any], body: Mapping[str, Any], heuristic: Any) -> Prediction:
-        return self.probabilities(self.logits(text_features(conv, tools), structure_features(conv, tools, body, heuristic)))
+        return self.predict_features(text_features(conv, tools), structure_features(conv, tools, body, heuristic))
 
     def refine(self, conv: Conversation, tools: list[Any], body: Mapping[str, Any], c: Any) -> Any:
         """The heuristic Classification `c` with the learned category, confidence and adequacy."""

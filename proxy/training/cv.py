@@ -53,7 +53,7 @@ def predict_held(
 
     data, _ = fit_data(fit_ex, categories, seed, cfg, costs, target)
     router = Router(data, "cv")
-    return [router.probabilities(router.logits(e.text, e.structure)) for e in held_ex]
+    return [router.predict_features(e.text, e.structure) for e in held_ex]
 
 
 def schemes(rows: Sequence[Mapping[str, Any]], which: str, seed: int) -> list[tuple[str, str, list[int], list[int]]]:

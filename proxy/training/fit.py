@@ -6,7 +6,9 @@ one-vs-rest logistic regressions for the category (liblinear: seconds, not minut
 regression for "the least adequate tier is >= t" (a tier-t model is adequate). Calibration:
 isotonic regression on 5-fold out-of-fold logits of the training rows (so the calibrator never
 sees a prediction made on its own row). Two more steps: EXCLUSIONS (a structure feature rules a
-category out when no training row bears it, e.g. long_document under 2,500 tokens), and, given
+category out when no training row bears it, e.g. long_document under 2,500 tokens: written into
+the artifact's `exclusions` as a hard rule the router applies, the learned weights left as
+fitted; the out-of-fold predictions apply it too), and, given
 the rows' tier costs and the policy's quality_target, per-category target offsets fitted on the
 same out-of-fold probabilities (`targets.py`). Seeded and deterministic: same rows, same bytes.
 """
@@ -35,7 +37,6 @@ MIN_CALIBRATION_ROWS = 80  # a category's own calibrator needs this many trainin
 # (the rubric: a long document is several thousand words; no long_document row of the train split
 # has its largest message under 2,500 tokens, while one writer's medium inputs were taken for one).
 EXCLUSIONS = (("long_document", ("doc 0", "doc 1")),)
-EXCLUDED_LOGIT = 30.0  # the logit an excluding feature takes off its category
 
 
 @dataclass(frozen=True)
@@ -112,14 +113,25 @@ def _models(X: Any, cats: Any, tiers: Any, seed: int, categories: Sequence[str],
     return np.vstack([f[0] for f in fitted]), np.array([f[1] for f in fitted])
 
 
-def _exclude(W: Any, examples: Sequence[Example], vocab: dict[str, int], categories: Sequence[str], cfg: Config) -> None:
-    """Apply EXCLUSIONS to the category weights (in place) where the training rows bear them out."""
+def exclusions(examples: Sequence[Example], vocab: dict[str, int], categories: Sequence[str]) -> dict[str, list[str]]:
+    """The EXCLUSIONS the training rows bear out (feature -> categories it rules out): features of
+    the vocabulary that no row of the category carries."""
+    out: dict[str, list[str]] = {}
     for category, features in EXCLUSIONS:
-        k = list(categories).index(category)
+        if category not in categories:
+            continue
         for f in features:
-            j = vocab.get(f)
-            if j is not None and not any(ex.category == category and f in ex.structure for ex in examples):
-                W[k, j] = -EXCLUDED_LOGIT / cfg.structure_value
+            if f in vocab and not any(ex.category == category and f in ex.structure for ex in examples):
+                out.setdefault(f, []).append(category)
+    return out
+
+
+def _exclude(cat_logits: Any, examples: Sequence[Example], rules: dict[str, list[str]], categories: Sequence[str]) -> None:
+    """Apply `rules` to category logits (rows = examples, in place): a ruled-out category's logit is -inf."""
+    for r, ex in enumerate(examples):
+        for f in set(ex.structure) & rules.keys():
+            for c in rules[f]:
+                cat_logits[r, list(categories).index(c)] = -math.inf
 
 
 def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str], cfg: Config = DEFAULT) -> tuple[Any, Any]:
@@ -142,8 +154,8 @@ def out_of_fold(examples: Sequence[Example], seed: int, categories: Sequence[str
         vocab = vocabulary(fold, cfg.min_df)
         X_fit, X_held = matrix(fold, vocab, cfg.structure_value), matrix([examples[i] for i in held_idx], vocab, cfg.structure_value)
         W, b = _models(X_fit, cats[fit_idx], tiers[fit_idx], seed, categories, cfg)
-        _exclude(W, fold, vocab, categories, cfg)
         logits = np.asarray(X_held @ W.T) + b
+        _exclude(logits, [examples[i] for i in held_idx], exclusions(fold, vocab, categories), categories)
         cat_logits[held_idx] = logits[:, : len(categories)]
         tier_logits[held_idx] = logits[:, len(categories) :]
     return cat_logits, tier_logits
@@ -192,7 +204,6 @@ def fit_data(
     vocab = vocabulary(examples, cfg.min_df)
     X = matrix(examples, vocab, cfg.structure_value)
     W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories, cfg)  # outputs x features
-    _exclude(W, examples, vocab, categories, cfg)
     weights = {}
     for f, j in vocab.items():
         col = W[:, j]
@@ -206,6 +217,7 @@ def fit_data(
         "weights": weights,
         "calibration": calibration,
         "calibration_blend": cfg.per_category,
+        "exclusions": exclusions(examples, vocab, categories),
         "structure_value": cfg.structure_value,
         "target_offsets": offsets,
         "meta": {**asdict(cfg), "oof_category_accuracy": round(oof_accuracy, 4), "offsets_at_target": target if offsets else None},
@@ -235,5 +247,6 @@ def train(
         "folds": FOLDS,
         "sklearn": sklearn.__version__,
     }
-    raw = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    # ASCII (\u escapes, json's default): the loader's text then takes 1 byte a character, not 2
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return gzip.compress(raw, compresslevel=9, mtime=0), oof_probs

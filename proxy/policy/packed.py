@@ -1,4 +1,7 @@
-"""Weight rows packed into one integer each (owns: the trained router's column sums, exactly and fast).
+"""Weight rows packed into one integer each (owns: how the trained router's weights are held, and their column sums, exactly and fast).
+
+The artifact loader (`proxy/policy/artifact.py`) packs the weights as it reads them, so a process
+holds one int per feature and no float rows; `proxy/routing/learned.py` sums them.
 
 The artifact's weights are decimals with a few places (`round(w, 4)` in training), so each is an
 exact integer `round(w * SCALE)` in fixed point. A feature's row of K weights becomes ONE Python
@@ -7,8 +10,9 @@ int, lane k (LANE bits wide, two's complement) holding weight k:
 column sums over a request's few hundred features are a single C-level `sum(map(get, features))`
 of big ints instead of K Python-level sums over tuples. Lanes never interfere as long as every
 lane's total stays inside LANE - 1 bits: `fits(n)` checks that for n rows (LANE leaves room for
-a million rows of the largest weight), and `Packed.of` declines weights that are not exact
-decimals of at most MAX_PLACES places, so the caller keeps its float path for those artifacts.
+2**HEADROOM_BITS rows of the largest weight; `chunked_sums` adds more rows than that chunk by
+chunk), and `Packed.of` declines weights that are not exact decimals of at most MAX_PLACES
+places, so the caller keeps its float path for those artifacts.
 
 Exactness: the lane totals are exact integers, and `unpack` returns each as `total / SCALE`,
 the correctly rounded float of the exact decimal sum (the float path's sum rounds at each step,
@@ -17,9 +21,10 @@ so the two agree to ~1e-15, not bit for bit).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from struct import Struct
+from typing import Any
 
 MAX_PLACES = 8  # the most decimal places tried for the fixed point
 HEADROOM_BITS = 12  # a lane holds the sum of 2**12 rows of the largest weight (a request has ~100-500 features)
@@ -41,9 +46,13 @@ class Packed(Mapping[str, tuple[float, ...]]):
         self._shifts = tuple(lane * k for k in range(width))
 
     @classmethod
-    def of(cls, weights: Mapping[str, Sequence[float]], width: int) -> Packed | None:
-        """The packed form of `weights` (rows of `width` floats), or None when they are not exact short decimals."""
-        if any(len(v) != width for v in weights.values()):
+    def of(cls, weights: Mapping[str, Sequence[float]], width: int, consume: bool = False) -> Packed | None:
+        """The packed form of `weights` (rows of `width` floats), or None when they are not exact short decimals.
+
+        `consume` (a dict of rows the caller gives up, as the artifact loader does): its values are
+        replaced in place, each float row released as its int takes its place, so the float rows and
+        the ints never all live at once; that very dict becomes `rows`."""
+        if not all(isinstance(v, list | tuple) and len(v) == width for v in weights.values()):
             return None
         values = set().union(*weights.values())  # ~18k distinct values in ~600k weights
         scale = _scale(values)
@@ -60,12 +69,28 @@ class Packed(Mapping[str, tuple[float, ...]]):
         lanes = {w: (x + half).to_bytes(size, "little") for w, x in fixed.items()}
         joined = map(b"".join, map(partial(map, lanes.__getitem__), weights.values()))
         little = partial(int.from_bytes, byteorder="little")
-        packed.rows.update(zip(weights, map(packed._offset.__rsub__, map(little, joined)), strict=True))
+        ints = map(packed._offset.__rsub__, map(little, joined))
+        if consume and isinstance(weights, dict):
+            # values replaced while iterating: legal (the dict's size never changes), one row at a time
+            rows: dict[str, Any] = weights
+            rows.update(zip(rows, ints, strict=True))
+            packed.rows = rows
+        else:
+            packed.rows.update(zip(weights, ints, strict=True))
         return packed
 
     def fits(self, n: int) -> bool:
         """True when the sum of any n rows is exact in every lane (every lane's total within +-half)."""
         return n * self._largest < self._half
+
+    def chunked_sums(self, features: Iterable[str]) -> list[float]:
+        """The K column sums of the rows of `features` however many: exact per chunk that `fits`, chunks added as floats."""
+        found = list(filter(None, map(self.rows.get, features)))
+        step = max(1, (self._half - 1) // self._largest)  # the most rows that fit
+        out = [0.0] * self.width
+        for i in range(0, len(found), step):
+            out = [a + b for a, b in zip(out, self.unpack(sum(found[i : i + step])), strict=True)]
+        return out
 
     def unpack(self, total: int) -> list[float]:
         """The K column sums (floats) of a sum of packed rows."""
