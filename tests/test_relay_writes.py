@@ -43,11 +43,11 @@ def _one_write(conn: socket.socket) -> None:
 def test_events_already_read_go_out_in_one_write() -> None:
     with raw_server(_one_write) as port:
         app = create_app(make_settings(), environ=provider_environ(f"http://127.0.0.1:{port}"))
-        parts: list[bytes] = []
+        parts: list[bytes] = []  # every body message the relay sends
 
         async def counting(scope: Any, receive: Any, send: Any) -> None:
             async def spy(message: Any) -> None:
-                if message["type"] == "http.response.body" and message.get("body"):
+                if message["type"] == "http.response.body":
                     parts.append(message["body"])
                 await send(message)
 
@@ -72,6 +72,7 @@ def test_events_already_read_go_out_in_one_write() -> None:
     assert chunks[-1]["usage"]["completion_tokens"] == 5  # the usage chunk, last, with the upstream's figures
     assert all(c["model"] == "openai/gpt-4.1" for c in chunks)
     assert len(parts) <= 2, f"{len(parts)} writes for a stream read at once"  # the first event, then the rest
+    assert parts[-1].endswith(b"data: [DONE]\n\n")  # the end of the body goes with the last events, not alone
 
 
 async def _collect(data: bytes) -> list[tuple[bytes, bool]]:

@@ -77,7 +77,7 @@ async def stream_events(
             )
         if renderer is None:
             out.append(sse.DONE)
-        yield _joined(out)
+        yield Last(_joined(out))
         ex.completed(200)  # once the end is out (a client gone before it: cancelled)
     except UpstreamError as exc:
         ex.outcome.attempts[-1].error = exc
@@ -88,7 +88,7 @@ async def stream_events(
             out.append(renderer.error(exc.kind, message))
         else:
             out.append(sse.encode({"error": {"message": message, "type": "upstream_error", "param": None, "code": exc.kind}}))
-        yield _joined(out)
+        yield Last(_joined(out))
     except StreamCut:  # the server is stopping and the grace is over: end the stream so SDKs see why
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         cut = ServiceUnavailable(
@@ -97,11 +97,16 @@ async def stream_events(
         )
         ex.failed(cut)
         out.append(sse.encode(cut.body()))
-        yield _joined(out)
+        yield Last(_joined(out))
     finally:
         state.drain.untrack(tracked)
         # the client may have gone (or go now): still close and account, to the end
         await to_the_end(_close_and_account(state, ex, opened, text_chars))
+
+
+class Last(bytes):
+    """The relay's last body part: RelayResponse sends it as the end of the body (one write, not
+    a part and then an empty end)."""
 
 
 def _joined(out: list[bytes]) -> bytes:
@@ -132,6 +137,15 @@ class RelayResponse(StreamingResponse):
     def __init__(self, events: AsyncGenerator[bytes, None], first: bytes, **kwargs: Any) -> None:
         super().__init__(_prepend(first, events), **kwargs)
         self._events = events
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        ended = False
+        async for part in self.body_iterator:
+            ended = type(part) is Last
+            await send({"type": "http.response.body", "body": part, "more_body": not ended})
+        if not ended:  # another stream (the tool loop's): an empty end
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
