@@ -70,7 +70,6 @@ from proxy.store import (  # noqa: F401  (re-exported: the store's one import po
     is_store_failure,
     patient_timeout,
 )
-from proxy.store.connection import lean_class
 
 HEALTH_CHECK_INTERVAL_S = 10
 POOL_HEADROOM = 8  # pool connections beyond the gate: admin reads, the decision writer, /readyz
@@ -102,7 +101,6 @@ def connect_redis(url: str, *, timeout_s: float, max_connections: int = MAX_CONN
         return connect_cluster(url, timeout_s=timeout_s, max_connections=max_connections)
     pool = BlockingConnectionPool.from_url(
         url,
-        **lean_class(url),  # no task per command (proxy/store/connection.py)
         max_connections=max_connections + POOL_HEADROOM,
         timeout=POOL_WAIT_S,
         socket_timeout=max(timeout_s, BACKSTOP_S),
