@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,8 @@ def start_proxy(config: str, upstream: str, redis_port: int, workdir: Path, mode
     port = procs.free_port()
     env = proxy_env(config, upstream, redis_port)
     args = ["serve", "--port", str(port)]
+    if mode == "plain":
+        return procs.start(f"ar-{config}", ["-m", "proxy", *args], port, core=None, env=env, log=workdir / f"{config}.log", timeout_s=600)
     if mode == "profile":
         return procs.start(f"ar-{config}", ["-c", PROFILED, str(prof_path), *args], port, core=None, env=env,
                            log=workdir / f"{config}.log", timeout_s=600)  # fmt: skip
@@ -114,6 +117,21 @@ def measure(s: Scenario, proxy: procs.Proc, bearer: str, args: argparse.Namespac
     model = probe.headers.get("x-autoroute-model", "")
     if probe.status_code != 200 or (s.routed_to and not model.startswith(s.routed_to)):
         raise RuntimeError(f"{s.name}: probe {probe.status_code} {model!r} {probe.text[:200]}")
+    if args.syscalls:
+        drive(url, s.body, bearer, args.warmup, args.concurrency)
+        out = workdir / f"{s.name}.strace"
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(proxy.pid), "-o", str(out)], stderr=subprocess.DEVNULL)
+        time.sleep(2.0)  # attached to every thread
+        bad = drive(url, s.body, bearer, args.n, args.concurrency)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+        calls = {
+            ln.split()[-1]: int(ln.split()[-2] if len(ln.split()) == 5 else ln.split()[-3])
+            for ln in out.read_text().splitlines()[2:]
+            if ln and not ln.startswith("-")
+        }
+        top = ", ".join(f"{k} {v / args.n:.1f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if k != "total")
+        return f"{s.name:16s} {calls.get('total', 0) / args.n:6.1f} syscalls/request: {top}  (n={args.n}, errors={bad})"
     if args.profile:
         drive(url, s.body, bearer, args.warmup, args.concurrency)
         httpx.post(proxy.url + "/_prof/on")
@@ -138,6 +156,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--only", default=",".join(DEFAULT))
     parser.add_argument("--profile", help="write cProfile stats to this directory instead of counting")
+    parser.add_argument("--syscalls", action="store_true", help="count syscalls per request (strace -c, no valgrind) instead")
     args = parser.parse_args()
     wanted = args.only.split(",")
     chosen = [s for s in scenarios() if s.gateway == "autoroute" and s.name in wanted]
@@ -151,7 +170,7 @@ def main() -> None:
     seen: set[Path] = set()
     try:
         for config in dict.fromkeys(s.config for s in chosen):
-            mode = "profile" if args.profile else "callgrind"
+            mode = "profile" if args.profile else "plain" if args.syscalls else "callgrind"
             proxy = start_proxy(config, upstream.url, redis.port, workdir, mode, workdir / f"{config}.prof")
             try:
                 bearer = create_key(proxy)[0]
