@@ -78,6 +78,14 @@ class OpenStream:
     def usage(self) -> Usage | None:
         return self._upstream.usage
 
+    def ready(self) -> bool:
+        """Whether the next chunk comes without waiting on the upstream (as far as the upstream's
+        stream can tell: one without `ready()` never says so)."""
+        if self._buffer:
+            return True
+        ready = getattr(self._upstream, "ready", None)
+        return ready is not None and not self.finished and self.error is None and ready()
+
     def __aiter__(self) -> OpenStream:
         return self
 

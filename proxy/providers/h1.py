@@ -241,6 +241,11 @@ class Response:
             self._pool.release(conn, conn.keep_alive)
         return chunk
 
+    def buffered(self) -> bool:
+        """Whether some of the body has arrived and not been read yet."""
+        conn = self._conn
+        return conn is not None and bool(conn.body)
+
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         while (chunk := await self._next()) is not None:
             yield chunk

@@ -11,7 +11,7 @@ import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
 from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
-from proxy.providers.sse import iter_data
+from proxy.providers.sse import Lookahead, iter_data
 
 
 class OpenAIProvider:
@@ -45,11 +45,20 @@ class OpenAIStream:
         self._resp = resp
         self._call = call
         self.usage: Usage | None = None
+        self._ahead = Lookahead()
+
+    def ready(self) -> bool:
+        """Whether the next chunk is already here (parsed from what was read, or read and not
+        yet parsed): the relay then sends it in the same write as this one."""
+        if self._ahead.more:
+            return True
+        buffered = getattr(self._resp, "buffered", None)
+        return buffered is not None and buffered()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         done = False
         try:
-            async for data in iter_data(self._resp.aiter_raw()):
+            async for data in iter_data(self._resp.aiter_raw(), self._ahead):
                 # After [DONE], read on to the body's end (it follows at once): a response
                 # closed before its end takes its connection down instead of back to the pool.
                 if done:

@@ -14,7 +14,17 @@ def encode(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def iter_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+class Lookahead:
+    """Set by `iter_data` at each event: whether another whole event is already buffered (the
+    next one comes without waiting on the network)."""
+
+    __slots__ = ("more",)
+
+    def __init__(self) -> None:
+        self.more = False
+
+
+async def iter_data(chunks: AsyncIterator[bytes], ahead: Lookahead | None = None) -> AsyncIterator[bytes]:
     """Yield the `data:` payload of each event (multi-line data joined by newlines)."""
     buffer = b""
     async for chunk in chunks:
@@ -28,7 +38,11 @@ async def iter_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             event, buffer = buffer[:end], buffer[end + 2 :]
             data = _data_of(event)
             if data is not None:
+                if ahead is not None:
+                    ahead.more = b"\n\n" in buffer
                 yield data
+    if ahead is not None:
+        ahead.more = False
     if buffer.strip():
         data = _data_of(buffer)
         if data is not None:

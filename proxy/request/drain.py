@@ -37,7 +37,8 @@ class Tracked:
         """The next chunk, None at the end; StreamCut once the drain cuts this stream."""
         if self.cut:
             raise StreamCut
-        self.task = asyncio.current_task()
+        if self.task is None:  # the relay's task, the same for every chunk (asyncio.current_task is a getpid on 3.11)
+            self.task = asyncio.current_task()
         self.waiting = True
         try:
             return await anext(chunks, None)

@@ -43,6 +43,7 @@ async def stream_events(
     last: dict[str, Any] = opened.first
     tracked = state.drain.track()
     watch = StreamSignals()
+    out: list[bytes] = []  # events not yet sent: the ones already here go out in one write
     try:
         chunk: dict[str, Any] | None = opened.first
         while chunk is not None:
@@ -53,43 +54,41 @@ async def stream_events(
                 if ex.ttft_s is None:
                     ex.ttft_s = ex.total_seconds
                 last = chunk
-                yield sse.encode(chunk) if renderer is None else renderer.chunk(chunk)
+                out.append(sse.encode(chunk) if renderer is None else renderer.chunk(chunk))
+            if out and not opened.ready():  # the next chunk is not here yet: send what is
+                yield _joined(out)
             chunk = await tracked.next(opened.rest)
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         ex.signals = watch.signals()
         if renderer is not None:
-            yield await renderer.end(ex.usage)
+            out.append(await renderer.end(ex.usage))
         elif include_usage and ex.usage is not None:
-            yield sse.encode(
-                {
-                    "id": last.get("id"),
-                    "object": "chat.completion.chunk",
-                    "created": last.get("created"),
-                    "model": model_id,
-                    "choices": [],
-                    "usage": ex.usage.as_openai(),
-                }
+            out.append(
+                sse.encode(
+                    {
+                        "id": last.get("id"),
+                        "object": "chat.completion.chunk",
+                        "created": last.get("created"),
+                        "model": model_id,
+                        "choices": [],
+                        "usage": ex.usage.as_openai(),
+                    }
+                )
             )
         if renderer is None:
-            yield sse.DONE
-        ex.completed(200)
+            out.append(sse.DONE)
+        yield Last(_joined(out))
+        ex.completed(200)  # once the end is out (a client gone before it: cancelled)
     except UpstreamError as exc:
         ex.outcome.attempts[-1].error = exc
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         ex.upstream_failed(exc)
+        message = f"The upstream failed mid-stream: {exc.message}"
         if renderer is not None:
-            yield renderer.error(exc.kind, f"The upstream failed mid-stream: {exc.message}")
-            return
-        yield sse.encode(
-            {
-                "error": {
-                    "message": f"The upstream failed mid-stream: {exc.message}",
-                    "type": "upstream_error",
-                    "param": None,
-                    "code": exc.kind,
-                }
-            }
-        )
+            out.append(renderer.error(exc.kind, message))
+        else:
+            out.append(sse.encode({"error": {"message": message, "type": "upstream_error", "param": None, "code": exc.kind}}))
+        yield Last(_joined(out))
     except StreamCut:  # the server is stopping and the grace is over: end the stream so SDKs see why
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         cut = ServiceUnavailable(
@@ -97,11 +96,24 @@ async def stream_events(
             code="server_shutting_down",
         )
         ex.failed(cut)
-        yield sse.encode(cut.body())
+        out.append(sse.encode(cut.body()))
+        yield Last(_joined(out))
     finally:
         state.drain.untrack(tracked)
         # the client may have gone (or go now): still close and account, to the end
         await to_the_end(_close_and_account(state, ex, opened, text_chars))
+
+
+class Last(bytes):
+    """The relay's last body part: RelayResponse sends it as the end of the body (one write, not
+    a part and then an empty end)."""
+
+
+def _joined(out: list[bytes]) -> bytes:
+    """The pending events as one body part (emptied)."""
+    data = out[0] if len(out) == 1 else b"".join(out)
+    out.clear()
+    return data
 
 
 async def _close_and_account(state: AppState, ex: Exchange, opened: OpenStream, text_chars: int) -> None:
@@ -125,6 +137,15 @@ class RelayResponse(StreamingResponse):
     def __init__(self, events: AsyncGenerator[bytes, None], first: bytes, **kwargs: Any) -> None:
         super().__init__(_prepend(first, events), **kwargs)
         self._events = events
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        ended = False
+        async for part in self.body_iterator:
+            ended = type(part) is Last
+            await send({"type": "http.response.body", "body": part, "more_body": not ended})
+        if not ended:  # another stream (the tool loop's): an empty end
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
