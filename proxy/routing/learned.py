@@ -25,11 +25,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxy.policy.packed import Packed
+from proxy.routing.classify import refined_as
 from proxy.routing.features import structure_features, text_features
 from proxy.routing.textscan import Conversation
 
@@ -170,7 +171,7 @@ class Router:
         signals["heuristic"] = c.category
         signals["router"] = "learned:" + self.digest[:12]
         signals["adequacy"] = [round(x, 4) for x in p.adequacy]
-        return replace(c, category=p.category, confidence=round(p.confidence, 3), signals=signals, adequacy=p.adequacy)
+        return refined_as(c, p.category, round(p.confidence, 3), signals, p.adequacy, c.estimated_output_tokens)
 
 
 _ROUTERS: dict[str, Router] = {}  # artifact digest -> model, built once per artifact
