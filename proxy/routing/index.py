@@ -20,9 +20,23 @@ from proxy.policy.registry import ModelSpec
 MAX_REMEMBERED = 4096
 
 
+class ModelRow(NamedTuple):
+    """A model's fields that selection reads per request, as a plain tuple (pydantic attribute
+    access goes through BaseModel.__getattr__'s slow slot; a tuple unpacks in one step)."""
+
+    spec: ModelSpec
+    id: str
+    context_window: int
+    max_output_tokens: int | None
+    supports_tools: bool
+    supports_vision: bool
+    local: bool
+
+
 class PolicyIndex(NamedTuple):
     rank: dict[str, int]  # model id -> capability rank (read-only)
     specs: tuple[ModelSpec, ...]  # policy.models.values(), in order
+    rows: tuple[ModelRow, ...]  # the same models, as ModelRows
     substitutes: dict[str, tuple[ModelSpec, ...]]  # model id -> its substitution order (filled on demand)
     # selection's fallbacks by (primary, cloud fallback, matrix fallback, local only, capable set); bounded
     fallbacks: dict[tuple[object, ...], tuple[str, ...]]
@@ -49,7 +63,9 @@ def index_of(policy: Policy) -> PolicyIndex:
     hit = _INDEXES.get(id(policy))
     if hit is not None and hit[0]() is policy:
         return hit[1]
-    index = PolicyIndex(ranked(policy), tuple(policy.models.values()), {}, {})
+    specs = tuple(policy.models.values())
+    rows = tuple(ModelRow(m, m.id, m.context_window, m.max_output_tokens, m.supports_tools, m.supports_vision, m.local) for m in specs)
+    index = PolicyIndex(ranked(policy), specs, rows, {}, {})
     key = id(policy)
     _INDEXES[key] = (weakref.ref(policy, lambda _: _INDEXES.pop(key, None)), index)
     return index

@@ -25,7 +25,7 @@ from proxy.policy.registry import ModelSpec
 from proxy.policy.routing import CategoryRoute
 from proxy.routing import dial
 from proxy.routing.classify import Classification
-from proxy.routing.index import PolicyIndex, index_of
+from proxy.routing.index import ModelRow, PolicyIndex, index_of
 from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
 from proxy.routing.record import decision_record
 from proxy.routing.unmet import _SHORT, _no_capable
@@ -116,25 +116,25 @@ def _failures(m: ModelSpec, need: _Need) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _all_failures(specs: Iterable[ModelSpec], need: _Need) -> dict[str, tuple[str, ...]]:
+def _all_failures(rows: Iterable[ModelRow], need: _Need) -> dict[str, tuple[str, ...]]:
     """Model id -> `_failures` for every model; a model that plainly passes every check skips the call."""
     if need.cost_cap is not None or need.budget is not None or need.latency_cap is not None or need.self_hosted_only:
-        return {m.id: _failures(m, need) for m in specs}
+        return {row.id: _failures(row.spec, need) for row in rows}
     available, allowed, tools, vision = need.available, need.allowed, need.tools, need.vision
     total, output = need.input_tokens + need.output_tokens, need.output_tokens
     out: dict[str, tuple[str, ...]] = {}
-    for m in specs:
+    for spec, mid, window, max_output, supports_tools, supports_vision, _ in rows:
         if (
-            m.id in available
-            and (allowed is None or m.id in allowed)
-            and m.context_window >= total
-            and (m.max_output_tokens is None or m.max_output_tokens >= output)
-            and (m.supports_tools or not tools)
-            and (m.supports_vision or not vision)
+            mid in available
+            and (allowed is None or mid in allowed)
+            and window >= total
+            and (max_output is None or max_output >= output)
+            and (supports_tools or not tools)
+            and (supports_vision or not vision)
         ):
-            out[m.id] = ()
+            out[mid] = ()
         else:
-            out[m.id] = _failures(m, need)
+            out[mid] = _failures(spec, need)
     return out
 
 
@@ -206,7 +206,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
     index = index_of(policy)
     rank = index.rank
     models = policy.models
-    failures = _all_failures(index.specs, need)
+    failures = _all_failures(index.rows, need)
     capable = {mid for mid, f in failures.items() if not f}
     if not capable:
         raise _no_capable(failures, need)
@@ -219,7 +219,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
         # the dial chooses among models that fit everything but the money; a budget or cost cap then
         # downgrades the choice below, with the reason and the override saying so
-        pool = [m for m in models.values() if not m.local and _MONEY.issuperset(failures[m.id])] or [models[m] for m in capable]
+        pool = [r.spec for r in index.rows if not r.local and _MONEY.issuperset(failures[r.id])] or [models[m] for m in capable]
         chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
         pick = chosen.id
         notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
