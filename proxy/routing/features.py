@@ -95,19 +95,17 @@ def text_features(conv: Conversation, tools: list[Any]) -> set[str]:
     ask = conv.ask
     window = ask if len(ask) <= TEXT_HEAD + TEXT_TAIL else ask[:TEXT_HEAD] + "\n" + ask[-TEXT_TAIL:]
     words = _WORD.findall(window.lower())[:MAX_WORDS]
-    # the strings are built by C-level map()s (str.__add__, str.join, slicing), not Python loops
-    out = set(map("w ".__add__, words))
-    out.update(map("b ".__add__, map(" ".join, zip(words, words[1:], strict=False))))
+    out = {"w " + w for w in words}
+    out.update([f"b {a} {b}" for a, b in zip(words, words[1:], strict=False)])
     if words:
         out.add("first " + words[0])
         out.add("last " + words[-1])
     joined = " " + " ".join(words)[:GRAM_CHARS] + " "
-    n = len(joined) - 3
-    out.update(map(joined.__getitem__, map(slice, range(n), range(4, n + 4))))  # char 4-grams
+    out.update([joined[i : i + 4] for i in range(len(joined) - 3)])
     if conv.system:
-        out.update(map("s ".__add__, _WORD.findall(conv.system[:SIDE_CHARS].lower())))
+        out.update(["s " + w for w in _WORD.findall(conv.system[:SIDE_CHARS].lower())])
     if conv.previous_user:
-        out.update(map("p ".__add__, _WORD.findall(conv.previous_user[:SIDE_CHARS].lower())))
+        out.update(["p " + w for w in _WORD.findall(conv.previous_user[:SIDE_CHARS].lower())])
     for tool in tools[:16]:
         fn = tool.get("function") if isinstance(tool, Mapping) else None
         name = fn.get("name") if isinstance(fn, Mapping) else None

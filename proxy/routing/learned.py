@@ -133,7 +133,7 @@ class Router:
         for i in excluded:  # ruled out: out of the argmax and the softmax (exp(-inf) = 0)
             cat[i] = -math.inf
         top = max(cat)
-        exps = list(map(math.exp, map(top.__rsub__, cat)))  # exp(v - top), in C
+        exps = [math.exp(v - top) for v in cat]
         total = sum(exps)
         order = sorted(range(n), key=cat.__getitem__, reverse=True)  # stable: ties keep the category order
         p = 1.0
