@@ -257,7 +257,7 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
     if fence:
         f.fences, f.fenced = scan.fenced_chars(ask)
         f.prose = cues.FENCED.sub(" ", low)
-    f.density = scan.code_density(ask) if len(ask) > 40 else 0.0
+    f.density = scan.code_density(ask, low if instruction is ask else None) if len(ask) > 40 else 0.0
     code_like = f.fences >= 2 or f.density >= 8
     if f.fences >= 2:
         scores["complex_coding"] += 3.0

@@ -74,6 +74,7 @@ class Router:
 
     def __init__(self, data: Mapping[str, Any], digest: str) -> None:
         self.digest = digest
+        self.signal = "learned:" + digest[:12]  # the decision record's `router` signal
         self.categories: tuple[str, ...] = tuple(data["categories"])
         self.tiers: tuple[int, ...] = tuple(data["tiers"])  # the thresholds after the categories (2, 3, 4)
         self.bias: tuple[float, ...] = tuple(data["bias"])
@@ -169,7 +170,7 @@ class Router:
         p = self.predict(conv, tools, body, c)
         signals = dict(c.signals)
         signals["heuristic"] = c.category
-        signals["router"] = "learned:" + self.digest[:12]
+        signals["router"] = self.signal
         signals["adequacy"] = [round(x, 4) for x in p.adequacy]
         return refined_as(c, p.category, round(p.confidence, 3), signals, p.adequacy, c.estimated_output_tokens)
 
