@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol
 
 from proxy.policy.routing import CATEGORIES
@@ -31,7 +32,6 @@ from proxy.routing import textscan as scan
 from proxy.routing.textscan import Conversation, read_conversation
 from proxy.routing.tokens import estimate_input_tokens
 
-_ORDER = {c: i for i, c in enumerate(CATEGORIES)}  # ties go to the tutorial's category order
 LEVELS = {1: "simple", 2: "simple", 3: "moderate", 4: "complex", 5: "critical"}
 LONG_CONTEXT_TOKENS = 50_000  # the tutorial's threshold for requires_long_context
 
@@ -117,7 +117,9 @@ def classify(body: Mapping[str, Any], router: Refiner | None = None, input_token
     doc_tokens = int(conv.largest_chars * min(tokens_per_char, 1.5))
     f = _features(body, conv, tools, doc_tokens)
     scores = f.scores
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], _ORDER[kv[0]]))
+    # scores are in category order (dict.fromkeys(CATEGORIES)) and the sort is stable, so ties keep
+    # the tutorial's category order without a Python key function
+    ranked = sorted(scores.items(), key=itemgetter(1), reverse=True)
     (category, top), (_, second) = ranked[0], ranked[1]
     if top <= 0.5:
         category = "qa_retrieval"
@@ -162,8 +164,33 @@ def classify(body: Mapping[str, Any], router: Refiner | None = None, input_token
     refined = router.refine(conv, tools, body, c)
     if refined.category != category and not from_max:
         output = max(output_tokens_for(refined.category, complexity)[0], f.asked_words)
-        refined = replace(refined, estimated_output_tokens=output)
+        refined = refined_as(refined, refined.category, refined.confidence, refined.signals, refined.adequacy, output)
     return refined
+
+
+def refined_as(
+    c: Classification,
+    category: str,
+    confidence: float,
+    signals: Mapping[str, Any],
+    adequacy: tuple[float, float, float, float] | None,
+    output_tokens: int,
+) -> Classification:
+    """`c` with a refiner's verdict: `dataclasses.replace` without its per-call field introspection (the hot path)."""
+    return Classification(
+        category,
+        c.complexity,
+        c.level,
+        c.estimated_input_tokens,
+        output_tokens,
+        c.needs_tools,
+        c.needs_vision,
+        c.needs_long_context,
+        confidence,
+        signals,
+        c.output_from_max_tokens,
+        adequacy,
+    )
 
 
 @dataclass(slots=True)
@@ -190,12 +217,14 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
     ask = conv.ask
     instruction = scan.instruction_of(ask)
     unquoted = scan.strip_quotes(instruction)
-    found, words, _ = scan.cue_scores(unquoted)
-    low = instruction.lower()
+    found, words, unquoted_low = scan.cue_scores(unquoted)
+    low = unquoted_low if unquoted is instruction else instruction.lower()
     scores = dict.fromkeys(CATEGORIES, 0.0)
     for c, ws in found.items():
         scores[c] = scan.top3(ws)
-    lead_found, _, _ = scan.cue_scores(scan.first_sentence(unquoted))
+    lead = scan.first_sentence(unquoted)
+    # a one-sentence turn is its own first sentence: the same (pure) scan, not done twice
+    lead_found = found if lead == unquoted else scan.cue_scores(lead)[0]
     for c, ws in lead_found.items():
         scores[c] += 0.5 * scan.top3(ws)
     if not tools:
@@ -228,7 +257,7 @@ def _features(body: Mapping[str, Any], conv: Conversation, tools: list[Any], doc
     if fence:
         f.fences, f.fenced = scan.fenced_chars(ask)
         f.prose = cues.FENCED.sub(" ", low)
-    f.density = scan.code_density(ask) if len(ask) > 40 else 0.0
+    f.density = scan.code_density(ask, low if instruction is ask else None) if len(ask) > 40 else 0.0
     code_like = f.fences >= 2 or f.density >= 8
     if f.fences >= 2:
         scores["complex_coding"] += 3.0

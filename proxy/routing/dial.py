@@ -63,12 +63,17 @@ def pick(
 ) -> tuple[ModelSpec, str]:
     """(model, rule) — the cheapest candidate whose tier meets `target`, else the most adequate."""
     models = list(candidates)
-    cost = {m.id: dial_cost(m, input_tokens, output_tokens, reasoning_factor) for m in models}
     meets = [m for m in models if probs[m.tier - 1] >= target]
-    if meets:
-        best = min(meets, key=lambda m: (cost[m.id], rank.get(m.id, 1 << 30)))
+    reasoning_output = int(output_tokens * reasoning_factor)  # dial_cost's, computed once
+    if meets:  # each candidate's cost is computed once, by the key (min calls it once per item)
+        best = min(
+            meets,
+            key=lambda m: (m.cost_usd(input_tokens, reasoning_output if m.reasoning_model else output_tokens), rank.get(m.id, 1 << 30)),
+        )
         return best, f"cheapest model with P(adequate) >= {target:.2f}: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
-    best = min(models, key=lambda m: (-probs[m.tier - 1], cost[m.id], rank.get(m.id, 1 << 30)))
+    best = min(
+        models, key=lambda m: (-probs[m.tier - 1], dial_cost(m, input_tokens, output_tokens, reasoning_factor), rank.get(m.id, 1 << 30))
+    )
     return best, f"no capable model reaches {target:.2f}; the most likely adequate: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
 
 

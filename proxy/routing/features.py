@@ -37,7 +37,8 @@ _SENTENCE_END = re.compile(r"[.!?\u3002\uff1f\uff01](?:\s|$)")
 
 
 def _bucket(value: float, edges: tuple[float, ...]) -> int:
-    """The number of edges <= value (edges ascending): the index of the first edge above it."""
+    """The number of edges <= value (edges ascending): the index of the first edge above it.
+    The feature builders below call `bisect_right(edges, value)` inline (a Python call less per bucket)."""
     return bisect_right(edges, value)
 
 
@@ -116,11 +117,11 @@ def text_features(conv: Conversation, tools: list[Any]) -> set[str]:
 def shape_features(head: str) -> list[str]:
     """How much the ask asks: words, lines, list items, question marks, sentences (a bounded head)."""
     return [
-        f"words {_bucket(len(head.split()), (5, 10, 20, 40, 80, 160, 320))}",
-        f"lines {_bucket(head.count(chr(10)), (1, 3, 8, 20))}",
-        f"items {_bucket(sum(map(bool, map(_ITEM.match, head.split(chr(10))))), (1, 3, 6))}",
-        f"qmarks {_bucket(head.count('?') + head.count(chr(0xFF1F)), (1, 2, 4))}",
-        f"sentences {_bucket(len(_SENTENCE_END.findall(head)), (1, 2, 4, 8))}",
+        f"words {bisect_right((5, 10, 20, 40, 80, 160, 320), len(head.split()))}",
+        f"lines {bisect_right((1, 3, 8, 20), head.count(chr(10)))}",
+        f"items {bisect_right((1, 3, 6), sum(map(bool, map(_ITEM.match, head.split(chr(10))))))}",
+        f"qmarks {bisect_right((1, 2, 4), head.count('?') + head.count(chr(0xFF1F)))}",
+        f"sentences {bisect_right((1, 2, 4, 8), len(_SENTENCE_END.findall(head)))}",
     ]
 
 
@@ -137,15 +138,15 @@ def structure_features(conv: Conversation, tools: list[Any], body: Mapping[str, 
         "h2 " + (ranked[1] if len(ranked) > 1 else "none"),
         f"hx {complexity}",
         f"hcx {category} {complexity}",
-        f"hconf {_bucket(c.confidence, (0.3, 0.5, 0.7))}",
-        f"tools {_bucket(len(tools), (1, 2, 4, 8))}",
+        f"hconf {bisect_right((0.3, 0.5, 0.7), c.confidence)}",
+        f"tools {bisect_right((1, 2, 4, 8), len(tools))}",
         f"turns {min(conv.user_turns, 4)}",
-        f"ask {_bucket(len(ask), (20, 60, 150, 400, 1000, 3000, 10000, 40000))}",
-        f"doc {_bucket(doc_tokens, (500, 2500, 6000, 20000, 60000))}",
-        f"total {_bucket(conv.total_chars, (200, 1000, 5000, 20000, 80000))}",
-        f"code {_bucket(float(signals.get('code_density') or 0.0), (2, 4, 8, 20))}",
+        f"ask {bisect_right((20, 60, 150, 400, 1000, 3000, 10000, 40000), len(ask))}",
+        f"doc {bisect_right((500, 2500, 6000, 20000, 60000), doc_tokens)}",
+        f"total {bisect_right((200, 1000, 5000, 20000, 80000), conv.total_chars)}",
+        f"code {bisect_right((2, 4, 8, 20), float(signals.get('code_density') or 0.0))}",
         f"fences {min(int(signals.get('code_blocks') or 0), 3)}",
-        f"math {_bucket(int(signals.get('math') or 0), (1, 3, 8))}",
+        f"math {bisect_right((1, 3, 8), int(signals.get('math') or 0))}",
         "script " + script_of(ask),
         *shape_features(ask[:SHAPE_CHARS]),
     ]
@@ -163,7 +164,7 @@ def structure_features(conv: Conversation, tools: list[Any], body: Mapping[str, 
     if conv.images:
         out.append("images")
     if conv.system:
-        out.append(f"system {_bucket(len(conv.system), (100, 400))}")
+        out.append(f"system {bisect_right((100, 400), len(conv.system))}")
     if conv.largest_chars > 4 * max(len(ask), 1) and conv.largest_chars > 8000:
         out.append("document elsewhere")  # a long document in the history, a short last turn
     for name in ("question", "definitional", "follow_up", "structured_output", "tool_overlap"):

@@ -25,11 +25,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxy.policy.packed import Packed
+from proxy.routing.classify import refined_as
 from proxy.routing.features import structure_features, text_features
 from proxy.routing.textscan import Conversation
 
@@ -73,6 +74,7 @@ class Router:
 
     def __init__(self, data: Mapping[str, Any], digest: str) -> None:
         self.digest = digest
+        self.signal = "learned:" + digest[:12]  # the decision record's `router` signal
         self.categories: tuple[str, ...] = tuple(data["categories"])
         self.tiers: tuple[int, ...] = tuple(data["tiers"])  # the thresholds after the categories (2, 3, 4)
         self.bias: tuple[float, ...] = tuple(data["bias"])
@@ -168,9 +170,9 @@ class Router:
         p = self.predict(conv, tools, body, c)
         signals = dict(c.signals)
         signals["heuristic"] = c.category
-        signals["router"] = "learned:" + self.digest[:12]
+        signals["router"] = self.signal
         signals["adequacy"] = [round(x, 4) for x in p.adequacy]
-        return replace(c, category=p.category, confidence=round(p.confidence, 3), signals=signals, adequacy=p.adequacy)
+        return refined_as(c, p.category, round(p.confidence, 3), signals, p.adequacy, c.estimated_output_tokens)
 
 
 _ROUTERS: dict[str, Router] = {}  # artifact digest -> model, built once per artifact

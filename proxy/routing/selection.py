@@ -15,7 +15,6 @@ Nothing capable raises `NoCapableModel` (422) naming the unmet constraints, or
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -26,6 +25,7 @@ from proxy.policy.registry import ModelSpec
 from proxy.policy.routing import CategoryRoute
 from proxy.routing import dial
 from proxy.routing.classify import Classification
+from proxy.routing.index import ModelRow, PolicyIndex, index_of
 from proxy.routing.options import KeyRouteDefaults, RouteOptions, is_auto, parse_route_options
 from proxy.routing.record import decision_record
 from proxy.routing.unmet import _SHORT, _no_capable
@@ -116,39 +116,26 @@ def _failures(m: ModelSpec, need: _Need) -> tuple[str, ...]:
     return tuple(out)
 
 
-_RANKS: dict[int, tuple[weakref.ref[Policy], dict[str, int]]] = {}  # id(policy) -> (the policy, its rank); read-only
-
-
-def _rank(policy: Policy) -> dict[str, int]:
-    """Model id -> capability rank (the policy's capability_order, then the rest), once per policy object."""
-    hit = _RANKS.get(id(policy))
-    if hit is not None and hit[0]() is policy:
-        return hit[1]
-    rank = _ranked(policy)
-    key = id(policy)
-    _RANKS[key] = (weakref.ref(policy, lambda _: _RANKS.pop(key, None)), rank)
-    return rank
-
-
-def _ranked(policy: Policy) -> dict[str, int]:
-    order = policy.routing.capability_order
-    rank = {m: i for i, m in enumerate(order)}
-    if len(rank) >= len(policy.models) and all(m in rank for m in policy.models):
-        return rank
-    rest = sorted((m for m in policy.models.values() if m.id not in rank), key=lambda m: (m.tier, -m.quality_index, m.id))
-    for i, m in enumerate(rest):
-        rank[m.id] = len(order) + i
-    return rank
-
-
-def _order_from(pick: ModelSpec, models: Iterable[ModelSpec], rank: Mapping[str, int]) -> list[ModelSpec]:
-    """Substitutes for `pick`: same tier, then more capable tiers (nearest first), then less capable."""
-    tier = pick.tier
-    keyed = [
-        (0 if m.tier == tier else 1 if m.tier < tier else 2, abs(m.tier - tier), rank[m.id], m.id, m) for m in models if m.id != pick.id
-    ]
-    keyed.sort()  # ids are unique, so the ModelSpec in the last place is never compared
-    return [k[4] for k in keyed]
+def _all_failures(rows: Iterable[ModelRow], need: _Need) -> dict[str, tuple[str, ...]]:
+    """Model id -> `_failures` for every model; a model that plainly passes every check skips the call."""
+    if need.cost_cap is not None or need.budget is not None or need.latency_cap is not None or need.self_hosted_only:
+        return {row.id: _failures(row.spec, need) for row in rows}
+    available, allowed, tools, vision = need.available, need.allowed, need.tools, need.vision
+    total, output = need.input_tokens + need.output_tokens, need.output_tokens
+    out: dict[str, tuple[str, ...]] = {}
+    for spec, mid, window, max_output, supports_tools, supports_vision, _ in rows:
+        if (
+            mid in available
+            and (allowed is None or mid in allowed)
+            and window >= total
+            and (max_output is None or max_output >= output)
+            and (supports_tools or not tools)
+            and (supports_vision or not vision)
+        ):
+            out[mid] = ()
+        else:
+            out[mid] = _failures(spec, need)
+    return out
 
 
 def _preferred(
@@ -216,9 +203,10 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
             f"max_tokens_per_request of {routing.max_tokens_per_request:,}; shorten it or lower max_tokens",
             param="messages",
         )
-    rank = _rank(policy)
+    index = index_of(policy)
+    rank = index.rank
     models = policy.models
-    failures = {m.id: _failures(m, need) for m in models.values()}
+    failures = _all_failures(index.rows, need)
     capable = {mid for mid, f in failures.items() if not f}
     if not capable:
         raise _no_capable(failures, need)
@@ -231,7 +219,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
         # the dial chooses among models that fit everything but the money; a budget or cost cap then
         # downgrades the choice below, with the reason and the override saying so
-        pool = [m for m in models.values() if not m.local and _MONEY.issuperset(failures[m.id])] or [models[m] for m in capable]
+        pool = [r.spec for r in index.rows if not r.local and _MONEY.issuperset(failures[r.id])] or [models[m] for m in capable]
         chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
         pick = chosen.id
         notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
@@ -256,7 +244,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
             primary = substitutes[0]
             notes.append(f"{pick} is not in the registry; next capable: {primary}")
         else:
-            primary = next(m.id for m in _order_from(spec, models.values(), rank) if m.id in capable)
+            primary = next(m.id for m in index.order_from(spec) if m.id in capable)
             notes.append(_substitution_note(spec, models[primary], failures[pick], need))
             overrides.extend(failures[pick])
 
@@ -275,7 +263,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
                     need,
                     primary,
                     notes,
-                    rank,
+                    index,
                     capable,
                     row,
                     first_fallback=cloud if routing.allow_cloud_fallback else None,
@@ -291,7 +279,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         need,
         primary,
         notes,
-        rank,
+        index,
         capable,
         row,
         first_fallback=None,
@@ -316,7 +304,7 @@ def _plan(
     need: _Need,
     primary: str,
     notes: list[str],
-    rank: Mapping[str, int],
+    index: PolicyIndex,
     capable: set[str],
     row: CategoryRoute | None,
     first_fallback: str | None,
@@ -326,21 +314,11 @@ def _plan(
 ) -> RoutePlan:
     models = policy.models
     spec = models[primary]
-    preferred: list[str] = []  # explicit fallbacks first: the cloud choice, the matrix fallback
-    if first_fallback:
-        preferred.append(first_fallback)
-    if row is not None and row.fallback not in preferred:
-        preferred.append(row.fallback)
-    other: list[str] = []  # then the substitution order, other providers before the primary's
-    same: list[str] = []
-    for m in _order_from(spec, models.values(), rank):
-        if m.id in capable and m.id not in preferred and (m.local or not local_fallbacks_only):
-            (same if m.provider == spec.provider else other).append(m.id)
-    explicit = [mid for mid in preferred if mid != primary and mid in capable and (models[mid].local or not local_fallbacks_only)]
-    if first_fallback not in explicit and explicit:  # the matrix fallback yields to other providers
-        if models[explicit[0]].provider == spec.provider:
-            same.insert(0, explicit.pop(0))
-    fallbacks = tuple((explicit + other + same)[: policy.routing.max_fallbacks])
+    key = (primary, first_fallback, row.fallback if row is not None else None, local_fallbacks_only, frozenset(capable))
+    fallbacks = index.fallbacks.get(key)
+    if fallbacks is None:
+        fallbacks = _fallbacks(policy, index, spec, capable, row, first_fallback, local_fallbacks_only)
+        index.remember(key, fallbacks)
     steps = [RouteStep(primary, "; ".join(notes))]
     for mid in fallbacks:
         if mid == first_fallback:
@@ -363,3 +341,31 @@ def _plan(
         steps=tuple(steps),
         quality_target=quality_target,
     )
+
+
+def _fallbacks(
+    policy: Policy,
+    index: PolicyIndex,
+    spec: ModelSpec,
+    capable: set[str],
+    row: CategoryRoute | None,
+    first_fallback: str | None,
+    local_fallbacks_only: bool,
+) -> tuple[str, ...]:
+    """The fallbacks after `spec` (a function of its arguments alone, so `_plan` keeps them per policy)."""
+    models, primary = policy.models, spec.id
+    preferred: list[str] = []  # explicit fallbacks first: the cloud choice, the matrix fallback
+    if first_fallback:
+        preferred.append(first_fallback)
+    if row is not None and row.fallback not in preferred:
+        preferred.append(row.fallback)
+    other: list[str] = []  # then the substitution order, other providers before the primary's
+    same: list[str] = []
+    for m in index.order_from(spec):
+        if m.id in capable and m.id not in preferred and (m.local or not local_fallbacks_only):
+            (same if m.provider == spec.provider else other).append(m.id)
+    explicit = [mid for mid in preferred if mid != primary and mid in capable and (models[mid].local or not local_fallbacks_only)]
+    if first_fallback not in explicit and explicit:  # the matrix fallback yields to other providers
+        if models[explicit[0]].provider == spec.provider:
+            same.insert(0, explicit.pop(0))
+    return tuple((explicit + other + same)[: policy.routing.max_fallbacks])

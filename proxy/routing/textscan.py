@@ -152,11 +152,11 @@ def fenced_chars(text: str) -> tuple[int, int]:
     return fences, inside
 
 
-def code_density(text: str) -> float:
-    """Code markers per 1000 characters, from up to 6 windows of 200 characters."""
+def code_density(text: str, low: str | None = None) -> float:
+    """Code markers per 1000 characters, from up to 6 windows of 200 characters (`low`: `text.lower()`, when the caller has it)."""
     n = len(text)
     if n <= 1200:
-        sample = text.lower()
+        sample = text.lower() if low is None else low
     else:
         step = (n - 200) // 5
         sample = "\n".join([text[i * step : i * step + 200] for i in range(6)]).lower()
