@@ -117,8 +117,9 @@ def _failures(m: ModelSpec, need: _Need) -> tuple[str, ...]:
 
 
 def _all_failures(rows: Iterable[ModelRow], need: _Need) -> dict[str, tuple[str, ...]]:
-    """Model id -> `_failures` for every model; a model that plainly passes every check skips the call."""
-    if need.cost_cap is not None or need.budget is not None or need.latency_cap is not None or need.self_hosted_only:
+    """Model id -> `_failures` for every model; a model that plainly passes every check skips the call.
+    The fast path covers only the checks of a plain request; any other constraint goes to `_failures`."""
+    if need.cost_cap is not None or need.budget is not None or need.latency_cap is not None or need.self_hosted_only or need.local_only:
         return {row.id: _failures(row.spec, need) for row in rows}
     available, allowed, tools, vision = need.available, need.allowed, need.tools, need.vision
     total, output = need.input_tokens + need.output_tokens, need.output_tokens
