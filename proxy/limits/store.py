@@ -49,8 +49,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import fakeredis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
     NoScriptError,
@@ -109,7 +111,28 @@ def connect_redis(url: str, *, timeout_s: float, max_connections: int = MAX_CONN
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         decode_responses=True,
     )
+    pool.connection_class = c_packing(pool.connection_class)
     return Redis.from_pool(pool)
+
+
+_HIREDIS = HiredisRespSerializer()
+_PACKING: dict[type, type] = {}
+
+
+def c_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`connection_class` (plain, TLS or unix socket) with commands packed by hiredis' C packer.
+
+    redis-py's asyncio connections pack every argument in Python even when hiredis is installed
+    (its sync connections use hiredis); a profile of the named path showed packing at ~7 % of
+    the proxy's CPU (an admission or settle call carries ~20 arguments). hiredis' packer is the
+    one redis-py's sync client uses, so the bytes on the wire are the same."""
+    if connection_class not in _PACKING:
+        _PACKING[connection_class] = type(
+            f"CPacked{connection_class.__name__}",
+            (connection_class,),
+            {"pack_command": lambda self, *args: _HIREDIS.pack(*args)},
+        )
+    return _PACKING[connection_class]
 
 
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -139,7 +162,7 @@ def connect_cluster(url: str, *, timeout_s: float, max_connections: int = MAX_CO
 
     `max_connections` is per node (the gate bounds the process's total below it)."""
     nodes, options = cluster_nodes(url)
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         max_connections=max_connections + POOL_HEADROOM,
         socket_timeout=max(timeout_s, BACKSTOP_S),
@@ -149,6 +172,11 @@ def connect_cluster(url: str, *, timeout_s: float, max_connections: int = MAX_CO
         decode_responses=True,
         **options,
     )
+    manager = client.nodes_manager  # nodes found later take the manager's class; the seeds are built already
+    manager.connection_kwargs["connection_class"] = c_packing(manager.connection_kwargs["connection_class"])
+    for node in manager.startup_nodes.values():
+        node.connection_class = manager.connection_kwargs["connection_class"]
+    return client
 
 
 def embedded_redis() -> Redis:
