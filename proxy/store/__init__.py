@@ -85,6 +85,16 @@ class StoreGate:
     @asynccontextmanager
     async def slot(self, *, unbounded: bool = False) -> AsyncIterator[None]:
         """One in-flight slot; waits at most `wait_s` (`unbounded`: as long as it takes)."""
+        if self._slots.locked():  # every slot taken, or others queued first: queue behind them
+            await self._queue(unbounded)
+        else:  # a free slot and nobody queued: taken at once, no timer (the common case)
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _queue(self, unbounded: bool) -> None:
         self.waiting += 1
         try:
             async with patient_timeout(self.wait_s, cap_s=self.wait_s * 4) if not unbounded else asyncio.timeout(None):
@@ -97,10 +107,6 @@ class StoreGate:
             ) from None
         finally:
             self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
 
 
 @asynccontextmanager
