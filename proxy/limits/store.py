@@ -6,7 +6,10 @@ Owns how the process talks to Redis, nothing about what it stores (that is `limi
 - With a Redis URL (`AUTOROUTE_REDIS_URL` / `REDIS_URL`): `redis.asyncio` with short socket
   and connect timeouts (`policy.limits.store_timeout_s`), a health check on idle pooled
   connections, and one immediate retry on a dropped connection only (so a restarted Redis is
-  reconnected on the next command, while a hung one costs at most about two timeouts).
+  reconnected on the next command, while a hung one costs at most about two timeouts). The
+  limiter's script calls (EVALSHA / EVAL) skip the pool's per-command machinery on connections
+  of their own (`proxy/limits/direct.py`), and every connection packs commands with hiredis'
+  C packer (`c_packing`).
 - With `redis+cluster://host:port[,host:port...]` (seed nodes; `rediss+cluster://` for TLS):
   redis-py's `RedisCluster`, which follows MOVED/ASK and re-reads the slot map after a
   failover. Every script call's keys share one hash tag (`proxy/limits/usage.py`), and the
@@ -58,6 +61,7 @@ from redis.exceptions import (
     NoScriptError,
 )
 
+from proxy.limits.direct import DirectRedis
 from proxy.limits.local import LocalScripts
 from proxy.policy.limits import LimitsPolicy
 from proxy.settings import Settings
@@ -112,7 +116,7 @@ def connect_redis(url: str, *, timeout_s: float, max_connections: int = MAX_CONN
         decode_responses=True,
     )
     pool.connection_class = c_packing(pool.connection_class)
-    return Redis.from_pool(pool)
+    return DirectRedis.on_pool(pool)  # the limiter's script calls skip the pool machinery (direct.py)
 
 
 _HIREDIS = HiredisRespSerializer()

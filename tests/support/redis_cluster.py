@@ -32,7 +32,7 @@ def _binary(name: str) -> str:
     return path
 
 
-def _wait_ping(port: int, timeout_s: float = 10.0) -> None:
+def _wait_ping(port: int, timeout_s: float = 30.0) -> None:
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
     deadline = time.monotonic() + timeout_s
     while True:
