@@ -7,8 +7,9 @@ connection back: ~55 us per call in the named path's profile, as much as packing
 parsing the call itself. These calls already queue at `StoreGate` (at most its limit in flight),
 so they need a connection, not a second queue.
 
-`DirectCalls` keeps its own idle connections, made by the client's pool factory (same class,
-address, credentials, db, socket timeouts, health check, and the C packer), and runs one
+`DirectCalls` keeps its own idle connections, made like the pool's (same class, address,
+credentials, db, connect timeout, health check, and the C packer; no socket timeout, see
+below), and runs one
 command on one connection. A connection goes back to the idle list only after its whole reply
 was read (an error reply included); one that fails or is interrupted (a timeout cancels the call
 mid-reply) has closed itself and is dropped. A call that fails on the wire is tried once more
@@ -29,7 +30,12 @@ from redis.exceptions import ResponseError
 
 class DirectCalls:
     def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
+        self._class = pool.connection_class
+        # No socket timeout on these connections: every script call runs under the limit guard's
+        # patient_timeout (proxy/store: capped at BACKSTOP_S, and a busy event loop cannot fake
+        # it), so the socket timeout was a second timer per read and a task per send
+        # (asyncio.wait_for) on every call. Connecting keeps its timeout.
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
         self._idle: list[AbstractConnection] = []
 
     async def execute(self, *args: Any) -> Any:
@@ -39,7 +45,7 @@ class DirectCalls:
             return await self._on_one(args)
 
     async def _on_one(self, args: tuple[Any, ...]) -> Any:
-        connection = self._idle.pop() if self._idle else self._pool.make_connection()
+        connection = self._idle.pop() if self._idle else self._class(**self._kwargs)
         await connection.send_command(*args)  # connects when needed; a failed send closes it
         try:
             reply = await connection.read_response()  # a failed or interrupted read closes it
