@@ -10,7 +10,8 @@ Each sample times what the pipeline runs per request: one `classify(body, router
 (the heuristic, then the trained router's features, logits and calibrated adequacies) plus one
 `select(...)` (the quality dial), with perf_counter_ns (`--cpu`: process_time_ns, the process's
 CPU time, for a machine others load: preemption is then left out); the garbage collector stays
-on, so its pauses are in the figures. The input-token count is made before, as the pipeline's TokenCounter
+on, so its pauses are in the figures (after start-up's `settle_heap`, as in the server: the
+policy and the router's tables are frozen out of full collections). The input-token count is made before, as the pipeline's TokenCounter
 does (once per new text, cached, long text in a worker thread; proxy/routing/tokens.py): exact
 tiktoken counting of a 100k-token document costs ~10-30 ms of CPU and is printed on its own line.
 """
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from proxy.policy import load_policy  # noqa: E402
+from proxy.request.appstate import settle_heap  # noqa: E402
 from proxy.routing.classify import classify  # noqa: E402
 from proxy.routing.learned import router_for  # noqa: E402
 from proxy.routing.options import RouteOptions  # noqa: E402
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     tokens = classify(big).estimated_input_tokens
+    router_for(policy)
+    settle_heap()  # as the server does once start-up has built the policy and the router (AppState.startup)
     clock = time.process_time_ns if args.cpu else time.perf_counter_ns
     short_samples = _time(short, args.rounds, policy, available, clock)
     near_samples = _time(near_limit, args.rounds, policy, available, clock)
