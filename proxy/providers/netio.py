@@ -49,8 +49,6 @@ class _Protocol(Waiting, asyncio.Protocol):
         self.lost = False
         self.read_paused = False
         self.write_paused = False
-        self.expired = False  # the current wait's timer fired
-        self.waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
