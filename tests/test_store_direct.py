@@ -59,12 +59,14 @@ async def test_a_call_cut_mid_reply_never_hands_its_reply_to_the_next_call(redis
         await client.aclose()
 
 
-async def test_a_dropped_connection_is_retried_once_on_a_fresh_one(redis_url: str) -> None:
+async def test_a_dropped_connection_is_retried_once_on_a_new_one(redis_url: str) -> None:
     client = await _named(redis_url)
     try:
-        assert await client.eval(ECHO, 0, "before") == "before"
+        assert await asyncio.gather(*(client.eval(ECHO, 0, "before") for _ in range(3))) == ["before"] * 3
+        assert len(client.direct._idle) == 3
         with sync_redis.Redis.from_url(redis_url) as admin:
             assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the server drops every client
         assert await client.eval(ECHO, 0, "after") == "after"  # no error reaches the limiter
+        assert len(client.direct._idle) == 1  # the stale ones were closed, not retried on
     finally:
         await client.aclose()

@@ -13,7 +13,8 @@ below), and runs one
 command on one connection. A connection goes back to the idle list only after its whole reply
 was read (an error reply included); one that fails or is interrupted (a timeout cancels the call
 mid-reply) has closed itself and is dropped. A call that fails on the wire is tried once more
-on a fresh connection, as the client's `Retry(NoBackoff(), 1)` does for a dropped connection.
+on a new connection, as the client's `Retry(NoBackoff(), 1)` does for a dropped connection, and
+the idle ones are closed (a restarted server dropped them all).
 In-flight calls are bounded by the gate, so the idle list never holds more than the gate's
 limit. Only EVAL and EVALSHA go this way (`DirectRedis`); everything else uses the pool.
 """
@@ -40,12 +41,16 @@ class DirectCalls:
 
     async def execute(self, *args: Any) -> Any:
         try:
-            return await self._on_one(args)
-        except RedisConnectionError:  # a dropped or restarted server: once more, on a fresh connection
-            return await self._on_one(args)
+            return await self._on_one(args, self._idle.pop() if self._idle else None)
+        except RedisConnectionError:  # dropped, or the server restarted: the other idle ones are stale too
+            stale, self._idle = self._idle, []
+            for connection in stale:
+                await connection.disconnect(nowait=True)
+            return await self._on_one(args, None)  # once more, on a new connection
 
-    async def _on_one(self, args: tuple[Any, ...]) -> Any:
-        connection = self._idle.pop() if self._idle else self._class(**self._kwargs)
+    async def _on_one(self, args: tuple[Any, ...], connection: AbstractConnection | None) -> Any:
+        if connection is None:
+            connection = self._class(**self._kwargs)
         await connection.send_command(*args)  # connects when needed; a failed send closes it
         try:
             reply = await connection.read_response()  # a failed or interrupted read closes it
