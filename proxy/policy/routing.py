@@ -114,7 +114,7 @@ class RoutingPolicy(Strict):
         "builtin", description="trained router artifact: 'builtin' (proxy/routing/model), a path (relative to the policy), or null"
     )
     quality_target: float | None = Field(
-        0.83, gt=0, lt=1, description="the dial: cheapest model whose P(adequate) meets it; null = the decision matrix"
+        0.84, gt=0, lt=1, description="the dial: cheapest model whose P(adequate) meets it; null = the decision matrix"
     )
     quality_points: QualityPoints = QualityPoints()
     reasoning_output_factor: float = Field(3.0, ge=1, description="hidden reasoning tokens: reasoning models' output cost x this")
