@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from proxy.app import create_app
+from proxy.request.accounting import output_chars
 from proxy.request.signals import StreamSignals, completion_signals
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, Fault
@@ -102,3 +103,23 @@ def test_truncated_and_unparsable_answers_become_implicit_bad_feedback(served: T
     records = _feedback(served)
     assert [(r["decision_id"], r["reason"]) for r in records[1:]] == [(decision, "truncated")]
     assert "haiku" not in json.dumps(records)  # features, never the prompt
+
+
+STREAM_CHUNKS = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"choices": [{"index": 0, "delta": {"content": "Bonjour, ça va ? "}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"ci'}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Oslo"}'}}]}}]},
+    {"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "bcd"}}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+]
+
+
+def test_a_stream_chunk_is_counted_as_output_chars_counts_it() -> None:
+    """The relay counts a stream's produced characters with the signals' one pass over each chunk
+    (for a provider that sends no usage); it must count what accounting.output_chars counts."""
+    watch = StreamSignals()
+    counted = [watch.feed(chunk) for chunk in STREAM_CHUNKS]
+    assert counted == [output_chars(chunk, "delta") for chunk in STREAM_CHUNKS]
+    assert sum(counted) == len("Bonjour, ça va ? ") + len('{"city": "Oslo"}') + 4

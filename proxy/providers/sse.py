@@ -50,6 +50,13 @@ async def iter_data(chunks: AsyncIterator[bytes], ahead: Lookahead | None = None
 
 
 def _data_of(event: bytes) -> bytes | None:
+    if event.startswith(b"data:") and b"\n" not in event:  # one data line: nearly every event
+        return event[5:].lstrip(b" ")
+    return _data_lines(event)
+
+
+def _data_lines(event: bytes) -> bytes | None:
+    """The general case: `data:` lines among others (event:, id:, comments), joined by newlines."""
     parts = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line in event.split(b"\n")]
     lines = [p for p in parts if p is not None]
     return b"\n".join(lines) if lines else None

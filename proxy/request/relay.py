@@ -49,8 +49,7 @@ async def stream_events(
         while chunk is not None:
             if chunk.get("choices") or not chunk.get("usage"):  # the upstream's usage chunk: ours comes last
                 chunk["model"] = model_id
-                text_chars += accounting.output_chars(chunk, "delta")
-                watch.feed(chunk)
+                text_chars += watch.feed(chunk)  # signals and the characters produced, one pass
                 if ex.ttft_s is None:
                     ex.ttft_s = ex.total_seconds
                 last = chunk

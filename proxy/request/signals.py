@@ -55,14 +55,23 @@ class StreamSignals:
         self.truncated = False
         self._arguments: dict[tuple[int, int], list[str]] = {}
 
-    def feed(self, chunk: Mapping[str, Any]) -> None:
+    def feed(self, chunk: Mapping[str, Any]) -> int:
+        """Take one chunk; returns the characters its deltas carry (content and tool-call
+        arguments: what `accounting.output_chars` counts), for counting usage a provider omits,
+        read in the same pass."""
+        chars = 0
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, Mapping):
                 continue
             if choice.get("finish_reason") == "length":
                 self.truncated = True
             delta = choice.get("delta")
-            calls = delta.get("tool_calls") if isinstance(delta, Mapping) else None
+            if not isinstance(delta, Mapping):
+                continue
+            content = delta.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 if not isinstance(call, Mapping):
                     continue
@@ -72,6 +81,8 @@ class StreamSignals:
                 parts = self._arguments.setdefault(key, [])
                 if isinstance(piece, str):
                     parts.append(piece)
+                    chars += len(piece)
+        return chars
 
     def signals(self) -> list[str]:
         out: list[str] = []
