@@ -21,7 +21,7 @@ limit. Only EVAL and EVALSHA go this way (`DirectRedis`); everything else uses t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -73,8 +73,7 @@ class DirectRedis(Redis):
 
     @classmethod
     def on_pool(cls, pool: ConnectionPool) -> DirectRedis:
-        client = cls(connection_pool=pool)
-        client.auto_close_connection_pool = True  # as Redis.from_pool: the client owns its pool
+        client = cast(DirectRedis, cls.from_pool(pool))  # the client owns its pool, as Redis.from_pool's does
         client.direct = DirectCalls(pool)
         return client
 

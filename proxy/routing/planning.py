@@ -218,11 +218,12 @@ def _unavailable_or(
         route = select(c, state.policy, options, usable)
     except NoCapableModel:
         return exc
-    retry = max(1, math.ceil(health.retry_in_s(list(route.models)) or 1))
     last = health.last_error(list(route.models))
     hint = f" {state.dispatcher.missing_setup}" if state.dispatcher.missing_setup else ""
-    if hint:  # a set-up problem (no provider key, only keyless deployments): waiting out the breaker fixes nothing,
-        retry = 1  # and SDKs honour Retry-After (the openai SDK waited 30 s before showing the README example's error)
+    # A set-up problem (no provider key, only keyless deployments) is not fixed by waiting out the
+    # breaker, and SDKs honour Retry-After (the openai SDK waited 30 s before showing the README
+    # example's error): 1 s then, else when the first of these models leaves its cool-down.
+    retry = 1 if hint else max(1, math.ceil(health.retry_in_s(list(route.models)) or 1))
     return ServiceUnavailable(
         f"Every model that could serve this request ({', '.join(route.models)}) is cooling down after repeated failures"
         + (f" (last: {last})" if last else "")
