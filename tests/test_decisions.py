@@ -172,6 +172,54 @@ async def test_stream_written_and_read_back_newest_first(metrics: Metrics) -> No
     assert lost(metrics, "write_error") == 0 and lost(metrics, "dropped") == 0
 
 
+class CountingRedis(fakeredis.FakeAsyncRedis):  # type: ignore[misc]
+    """Counts pipelines executed (one Redis round trip each)."""
+
+    round_trips = 0
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = super().pipeline(*args, **kwargs)
+        run = pipe.execute
+
+        async def execute(*a: Any, **k: Any) -> Any:
+            type(self).round_trips += 1
+            return await run(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+
+async def test_a_trickle_of_records_is_written_in_one_round_trip_per_linger() -> None:
+    CountingRedis.round_trips = 0
+    r = CountingRedis()
+    d = Decisions(r, kept=100, linger_s=0.3)
+    for i in range(6):  # one request every 10 ms, as at concurrency 1
+        d.record(full_record(decision_id=f"d{i}"))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    assert await r.xlen(STREAM_KEY) == 6
+    assert CountingRedis.round_trips == 1
+    await d.aclose()
+
+
+async def test_a_full_batch_and_a_reader_do_not_wait_for_the_linger() -> None:
+    r = fakeredis.FakeAsyncRedis()
+    d = Decisions(r, kept=100, linger_s=30.0, batch_size=3)
+    for i in range(3):
+        d.record(full_record(decision_id=f"full{i}"))
+    for _ in range(100):  # a full batch goes at once
+        if await r.xlen(STREAM_KEY) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert await r.xlen(STREAM_KEY) == 3
+    d.record(full_record(decision_id="mine"))
+    started = asyncio.get_running_loop().time()
+    newest = await d.recent(1)  # this replica's own record, without waiting 30 s
+    assert newest[0]["decision_id"] == "mine"
+    assert asyncio.get_running_loop().time() - started < 5
+    await d.aclose()
+
+
 @pytest.mark.redis
 async def test_stream_capped_on_real_redis(metrics: Metrics, redis_url: str) -> None:
     r = aioredis.Redis.from_url(redis_url, socket_timeout=2)

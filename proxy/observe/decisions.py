@@ -11,8 +11,12 @@ formatter (proxy/observe/logs.py) writes one JSON object per request with the re
 
 `Decisions.record(rec)` is synchronous and never raises: it builds the record dict, logs it,
 serialises it once with orjson and puts the bytes on a bounded queue that one background
-task drains in pipelined batches. A slow or dead Redis never delays a response: a full queue drops the record and a
-failed batch is dropped, both counted in `autoroute_decision_log_errors_total`.
+task drains in pipelined batches. A batch waits up to LINGER_S for company (cut short when a
+batch is full, on `flush()`, and before this replica reads the stream), so a steady trickle
+costs one Redis round trip per LINGER_S rather than one per request; another replica sees a
+record at most that much later. A slow or dead Redis never delays a response: a full queue
+drops the record and a failed batch is dropped, both counted in
+`autoroute_decision_log_errors_total`.
 
 Never in a record: the API key (only its name and id), provider keys, request bodies. The
 prompt (last user turn) only when policy.observability.log_prompts is on. Free-text fields
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
 STREAM_KEY = "ar:{decisions}:stream"
 LOGGER_NAME = "autoroute.decision"
 MAX_LIMIT = 1000
+LINGER_S = 0.025  # how long a batch waits for more records before it is written
 DEFAULT_LIMIT = 100
 PROMPT_CHARS = 4000
 #: Keys copied from each attempt mapping; anything else (bodies, headers) is left out.
@@ -112,6 +117,7 @@ class Decisions:
         stream_key: str = STREAM_KEY,
         queue_size: int = 10_000,
         batch_size: int = 256,
+        linger_s: float = LINGER_S,
         logger: logging.Logger | None = None,
     ) -> None:
         self.redis = redis
@@ -120,10 +126,12 @@ class Decisions:
         self.metrics = metrics
         self.stream_key = stream_key
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.logger = logger or logging.getLogger(LOGGER_NAME)
         self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True))
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set: write what is queued now, without lingering
         self._last_warning = 0.0
 
     @classmethod
@@ -204,6 +212,8 @@ class Decisions:
         except asyncio.QueueFull:
             self._count_error("dropped")
             return
+        if self._queue.qsize() >= self.batch_size:
+            self._hurry.set()
         if self._task is None or self._task.done():
             try:
                 self._task = asyncio.get_running_loop().create_task(self._writer(), name="decision-stream")
@@ -214,6 +224,11 @@ class Decisions:
     async def _writer(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self.linger_s > 0 and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger_s):
+                        await self._hurry.wait()
+            self._hurry.clear()
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -249,6 +264,7 @@ class Decisions:
         """Wait until queued records are written (or failed); False on timeout."""
         if self._task is None or self._task.done():
             return self._queue.empty()
+        self._hurry.set()
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
         except TimeoutError:
@@ -266,7 +282,9 @@ class Decisions:
 
     # ── reading ──────────────────────────────────────────────────────────────────────
     async def recent(self, limit: int = DEFAULT_LIMIT, before: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; `before` is a stream id from an earlier page (exclusive)."""
+        """Newest first; `before` is a stream id from an earlier page (exclusive). This replica's
+        queued records are written first, so a reader sees its own requests."""
+        await self.flush()
         top = f"({before}" if before else "+"
         entries = await self.redis.xrevrange(self.stream_key, max=top, min="-", count=limit)
         out = []
