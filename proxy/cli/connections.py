@@ -8,6 +8,12 @@ first byte of a later request on a keep-alive connection) unless the headers are
 then. Idle keep-alive connections close after `timeout_keep_alive_s` (uvicorn's own timer);
 `limit_concurrency` caps connections + requests (uvicorn answers 503 beyond it).
 
+A response whose length is known (a Content-Length header) goes out in one write: uvicorn
+writes the status line and headers as soon as the app sends `http.response.start`, and the body
+in a second write; `HeldHeaders` keeps the first until the body is written and then sends both
+with one `writelines` (one writev, one TCP segment for a small response, one wake-up of the
+client). Streams (no Content-Length) are untouched: their headers leave at once.
+
 The timeout is read from the environment when the module loads, because uvicorn's worker
 processes import the class by name; `uvicorn_options()` puts the setting there first.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -43,6 +50,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        if self.cycle is not None and not isinstance(self.cycle.send, HeldHeaders):
+            self.cycle.send = HeldHeaders(self.cycle)  # type: ignore[method-assign]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -61,6 +70,64 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _Holding:
+    """The connection's transport while a response's headers wait for its body: writes are kept,
+    in order, and leave together on `release()` (or on `close()`, first)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.held.append(data)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        self.held.extend(lines)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        if held and not self.transport.is_closing():
+            self.transport.writelines(held)
+
+    def close(self) -> None:
+        self.release()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class HeldHeaders:
+    """A request cycle's ASGI `send`: a start message with a Content-Length is written with the
+    first body message (see the module's docstring); everything else passes straight through."""
+
+    __slots__ = ("cycle", "send")
+
+    def __init__(self, cycle: Any) -> None:
+        self.cycle, self.send = cycle, cycle.send
+
+    async def __call__(self, message: Any) -> None:
+        cycle = self.cycle
+        holding = cycle.transport if isinstance(cycle.transport, _Holding) else None
+        if holding is None:
+            if message["type"] == "http.response.start" and _has_length(message):
+                holding = cycle.transport = _Holding(cycle.transport)
+            await self.send(message)
+            return
+        try:
+            await self.send(message)
+        finally:
+            cycle.transport = holding.transport
+            holding.release()
+
+
+def _has_length(message: Any) -> bool:
+    return any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
