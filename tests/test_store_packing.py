@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 
+from proxy.limits import direct
 from proxy.limits.store import c_packing, connect_cluster, connect_redis
 
 # what the limiter's scripts send: a two-word command, a sha, counts, unicode key names, floats, bytes
@@ -30,6 +31,13 @@ def test_c_packer_sends_the_same_bytes_as_redis_py(command: tuple[Any, ...]) -> 
     python = _wire(connection, AbstractConnection.pack_command, command)
     assert _wire(connection, type(connection).pack_command, command) == python
     assert type(connection).pack_command is not AbstractConnection.pack_command
+
+
+@pytest.mark.parametrize("command", [COMMANDS[0], ("EVAL", "return redis.call('GET', KEYS[1]) -- é", 1, "ar:{ü}:x", 0.5, 7, -1e-7)])
+def test_direct_script_calls_send_the_same_bytes_as_redis_py(command: tuple[Any, ...]) -> None:
+    """proxy/limits/direct.py packs the limiter's EVALSHA / EVAL itself."""
+    python = _wire(Connection(host="127.0.0.1", port=1), AbstractConnection.pack_command, command)
+    assert direct.pack_command(command) == python
 
 
 @pytest.mark.parametrize(

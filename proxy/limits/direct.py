@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,7 +52,9 @@ class DirectCalls:
     async def _on_one(self, args: tuple[Any, ...], connection: AbstractConnection | None) -> Any:
         if connection is None:
             connection = self._class(**self._kwargs)
-        await connection.send_command(*args)  # connects when needed; a failed send closes it
+        # packed here by hiredis (what the connection's c_packing packer calls, minus its per-argument
+        # checks: these arguments are str, int and float); connects when needed; a failed send closes it
+        await connection.send_packed_command(pack_command(args))
         try:
             reply = await connection.read_response()  # a failed or interrupted read closes it
         except ResponseError:  # an error reply (NOSCRIPT, a script error): read whole, the connection is clean
