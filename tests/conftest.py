@@ -8,6 +8,7 @@ import pytest
 
 import proxy  # noqa: F401  (offline environment before anything imports litellm)
 from proxy.app import create_app
+from proxy.cli.connections import HeaderTimeoutProtocol
 from proxy.policy import Policy, load_policy
 from proxy.settings import Settings
 from tests.support.fake_upstream import FakeUpstream
@@ -64,7 +65,7 @@ def make_settings(**overrides: object) -> Settings:
 @pytest.fixture
 def proxy_server(environ: dict[str, str], upstream: FakeUpstream) -> Iterator[ThreadedServer]:
     app = create_app(make_settings(), environ=environ)
-    with serving(app) as server:
+    with serving(app, http=HeaderTimeoutProtocol) as server:  # the HTTP protocol `autoroute serve` runs
         yield server
 
 

@@ -25,12 +25,13 @@ def _give_up_after(url: str, seconds: float, body: dict) -> float:
     return time.monotonic()
 
 
+@pytest.mark.parametrize("protocol", ["autoroute", "uvicorn"])
 def test_disconnect_during_a_non_streamed_call_closes_the_upstream(
-    environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path
+    environ: dict, upstream: FakeUpstream, upstream_server: ThreadedServer, tmp_path: Path, protocol: str
 ) -> None:
     upstream.script(upstream_name("d1"), Fault.hang(5))
     policy = nano_policy(tmp_path, upstream_server.url, [deployment("d1", upstream_server.url, max_concurrent=1)])
-    with proxy(environ, policy) as (server, recorded, state):
+    with proxy(environ, policy, protocol) as (server, recorded, state):
         closed_at = _give_up_after(server.url, 0.3, {"model": MODEL, "messages": MSG})
         rec = upstream.requests_for(upstream_name("d1"))[0]
         wait_for(lambda: rec.disconnected_at is not None)
@@ -47,9 +48,10 @@ def test_disconnect_during_a_non_streamed_call_closes_the_upstream(
     assert state.health.snapshot()[-1]["recent_failures"] == 0  # a cancel is not the deployment's fault
 
 
-def test_disconnect_during_backoff_stops_the_retries(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["autoroute", "uvicorn"])
+def test_disconnect_during_backoff_stops_the_retries(environ: dict, upstream: FakeUpstream, tmp_path: Path, protocol: str) -> None:
     upstream.script("gpt-4.1", Fault.status(503, retry_after=1.5))
-    with proxy(environ, fast(tmp_path)) as (server, recorded, _state):
+    with proxy(environ, fast(tmp_path), protocol) as (server, recorded, _state):
         _give_up_after(server.url, 0.3, {"model": "openai/gpt-4.1", "messages": MSG})
         wait_for(lambda: len(recorded) == 1, timeout=1.0)  # accounted at once, not after the wait
         time.sleep(1.6)  # past the Retry-After: a retry would have been sent by now
@@ -58,9 +60,10 @@ def test_disconnect_during_backoff_stops_the_retries(environ: dict, upstream: Fa
     assert ex.status == 499 and ex.outcome.retries == 0 and ex.outcome.backoff_seconds == 0
 
 
-def test_disconnect_while_a_stream_waits_for_its_first_token(environ: dict, upstream: FakeUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["autoroute", "uvicorn"])
+def test_disconnect_while_a_stream_waits_for_its_first_token(environ: dict, upstream: FakeUpstream, tmp_path: Path, protocol: str) -> None:
     upstream.script("gpt-4.1", Fault.slow_first(5))
-    with proxy(environ, fast(tmp_path)) as (server, recorded, state):
+    with proxy(environ, fast(tmp_path), protocol) as (server, recorded, state):
         closed_at = _give_up_after(server.url, 0.3, {"model": "openai/gpt-4.1", "messages": MSG, "stream": True})
         rec = upstream.requests_for("gpt-4.1")[0]
         wait_for(lambda: rec.disconnected_at is not None)

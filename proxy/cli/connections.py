@@ -28,6 +28,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proxy.request.disconnect import LOSS_HOOK, LossHook
 from proxy.request.drain import UVICORN_MARGIN_S
 from proxy.settings import Settings
 
@@ -50,12 +51,21 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
-        if self.cycle is not None and not isinstance(self.cycle.send, HeldHeaders):
-            self.cycle.send = HeldHeaders(self.cycle)  # type: ignore[method-assign]
+        cycle = self.cycle
+        if cycle is not None and not isinstance(cycle.send, HeldHeaders):
+            cycle.send = HeldHeaders(cycle)  # type: ignore[method-assign]
+            # the request's handler learns of a lost connection from here (proxy/request/disconnect.py)
+            extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+            extensions[LOSS_HOOK] = LossHook()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            hook = (cycle.scope.get("extensions") or {}).get(LOSS_HOOK)
+            if isinstance(hook, LossHook):
+                hook.fire()
 
     def _arm(self) -> None:
         self._disarm()

@@ -13,6 +13,7 @@ import openai
 from starlette.applications import Starlette
 
 from proxy.app import create_app
+from proxy.cli.connections import HeaderTimeoutProtocol
 from proxy.dispatch.dispatcher import Dispatcher
 from proxy.policy import Policy, load_policy
 from proxy.providers import Providers
@@ -86,10 +87,14 @@ def sdk(url: str, timeout: float = 20, api_key: str = "sk-anything") -> openai.O
 
 
 @contextmanager
-def proxy(environ: Mapping[str, str], policy_dir: Path) -> Iterator[tuple[ThreadedServer, list[Exchange], AppState]]:
-    """A real proxy server on `policy_dir`, with its recorded exchanges and its AppState."""
+def proxy(
+    environ: Mapping[str, str], policy_dir: Path, protocol: str = "autoroute"
+) -> Iterator[tuple[ThreadedServer, list[Exchange], AppState]]:
+    """A real proxy server on `policy_dir`, with its recorded exchanges and its AppState.
+    `protocol`: "autoroute" (the HTTP protocol `autoroute serve` runs, proxy/cli/connections.py)
+    or "uvicorn" (uvicorn's own, as another ASGI server would be: no connection-loss hook)."""
     app, recorded = recording_app(environ, policy_dir)
-    with serving(app) as server:
+    with serving(app, **({"http": HeaderTimeoutProtocol} if protocol == "autoroute" else {})) as server:
         yield server, recorded, app.state.autoroute
 
 
