@@ -7,6 +7,7 @@ No module-level mutable state anywhere else: handlers reach this as
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 from collections.abc import Mapping
@@ -211,7 +212,19 @@ def settle_heap() -> None:
     garbage collector's reach: later full collections skip it (`gc.freeze`). Without this, a full
     collection walks the router's tables: ~8 ms of one request's time, in the tail of the
     latency and in the CPU per request. On a reload, what was frozen is thawed first, so the
-    replaced policy's cycles are collected, not kept."""
+    replaced policy's cycles are collected, not kept. Then the C heap's free pages go back to the
+    OS (`trim_c_heap`): parsing the router's artifact leaves ~8 MB of freed buffers that would
+    otherwise stay in the process's RSS for its life."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    trim_c_heap()
+
+
+def trim_c_heap() -> bool:
+    """glibc's malloc_trim(0): release free memory in the middle of the C heap, not only at its
+    top. False where there is no glibc (musl, macOS): nothing to do there."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
