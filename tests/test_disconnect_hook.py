@@ -54,12 +54,18 @@ def handler(seen: dict[str, Any], finish: bool = False) -> Any:
     return app
 
 
-async def test_a_lost_connection_cancels_the_handler_in_the_callers_own_task() -> None:
-    seen: dict[str, Any] = {}
-    peer = Peer()
+async def past_the_body(seen: dict[str, Any], peer: Peer) -> asyncio.Future[None]:
+    """The middleware serving `peer` in a task of its own, once its handler has read the body."""
     task = asyncio.ensure_future(CancelOnDisconnect(handler(seen))(peer.scope, peer.receive, peer.send))
     while "body_read" not in seen:
         await asyncio.sleep(0)
+    return task
+
+
+async def test_a_lost_connection_cancels_the_handler_in_the_callers_own_task() -> None:
+    seen: dict[str, Any] = {}
+    peer = Peer()
+    task = await past_the_body(seen, peer)
     assert seen["task"] is task  # no child task, no watcher task
     peer.hook.fire()
     await asyncio.wait_for(task, 2)  # returns: the client left, nobody to answer
@@ -89,9 +95,7 @@ async def test_a_finished_response_is_never_cancelled() -> None:
 async def test_the_server_stopping_is_not_swallowed() -> None:
     seen: dict[str, Any] = {}
     peer = Peer()
-    task = asyncio.ensure_future(CancelOnDisconnect(handler(seen))(peer.scope, peer.receive, peer.send))
-    while "body_read" not in seen:
-        await asyncio.sleep(0)
+    task = await past_the_body(seen, peer)
     peer.hook.fire()
     task.cancel()  # the server's own cancellation, at the same time
     with pytest.raises(asyncio.CancelledError):
