@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from proxy.app import create_app
-from proxy.providers.sse import Lookahead, iter_data
+from proxy.providers.sse import EventBuffer, iter_data
 from proxy.request.to_the_end import to_the_end
 from tests.conftest import make_settings
 from tests.support.raw_tcp import raw_server, read_request
@@ -75,18 +75,29 @@ def test_events_already_read_go_out_in_one_write() -> None:
     assert parts[-1].endswith(b"data: [DONE]\n\n")  # the end of the body goes with the last events, not alone
 
 
-async def _collect(data: bytes) -> list[tuple[bytes, bool]]:
+def test_event_buffer_hands_out_what_is_read_and_says_what_is_whole() -> None:
+    events = EventBuffer()
+    events.feed(b"data: 1\r\n\r\n: a comment\n\ndata: 2\n\nda")
+    assert events.whole()
+    assert events.next() == b"1"
+    assert events.next() == b"2"  # the comment-only event in between is skipped
+    assert not events.whole() and events.next() is None  # "da" is not a whole event yet
+    events.feed(b"ta: 3")
+    assert events.next() is None
+    assert events.tail() == b"3"  # the body ended without the blank line
+    assert events.tail() is None
+
+
+async def _collect(data: bytes) -> list[bytes]:
     async def chunks():  # type: ignore[no-untyped-def]
         yield data
         yield b"b\n\n"
 
-    ahead = Lookahead()
-    return [(d, ahead.more) async for d in iter_data(chunks(), ahead)]
+    return [d async for d in iter_data(chunks())]
 
 
-def test_lookahead_says_whether_the_next_event_is_buffered() -> None:
-    seen = asyncio.run(_collect(b"data: 1\n\ndata: 2\n\ndata: 3"))
-    assert seen == [(b"1", True), (b"2", False), (b"3b", False)]
+def test_iter_data_joins_events_split_across_reads() -> None:
+    assert asyncio.run(_collect(b"data: 1\n\ndata: 2\n\ndata: 3")) == [b"1", b"2", b"3b"]
 
 
 def test_nested_step_runs_inline_and_survives_cancel() -> None:

@@ -61,6 +61,7 @@ class OpenStream:
         self.attempt, self.outcome, self.model, self.deployment, self.lease = attempt, outcome, model, deployment, lease
         self._upstream = upstream
         self._chunks = chunks
+        self._poll = getattr(chunks, "poll", None)  # the chunks already read, without an await (OpenAIStream)
         self.finished = ended  # the upstream ended the stream properly
         self.error: UpstreamError | None = None
         self.upstream_seconds = waited
@@ -85,6 +86,21 @@ class OpenStream:
             return True
         ready = getattr(self._upstream, "ready", None)
         return ready is not None and not self.finished and self.error is None and ready()
+
+    def poll(self) -> dict[str, Any] | None:
+        """The next chunk if it is already here (no waiting on the upstream: not timed), else None;
+        then `__anext__` waits for it. A mid-stream failure it finds is remembered as `__anext__`'s is."""
+        if self._buffer:
+            return self._buffer.popleft()
+        poll = self._poll
+        if poll is None or self.finished or self.error is not None or self._closed:
+            return None
+        try:
+            chunk: dict[str, Any] | None = poll()
+        except UpstreamError as exc:
+            self.error = exc
+            raise
+        return chunk
 
     def __aiter__(self) -> OpenStream:
         return self

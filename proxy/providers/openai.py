@@ -11,7 +11,7 @@ import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
 from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
-from proxy.providers.sse import Lookahead, iter_data
+from proxy.providers.sse import EventBuffer
 
 
 class OpenAIProvider:
@@ -41,64 +41,96 @@ class OpenAIProvider:
 
 
 class OpenAIStream:
+    """The upstream's events as chunk dicts. Its own iterator (not an async generator): `poll()`
+    hands out the chunks already read without an await each, and `__anext__` reads on when none is
+    (in a streamed request's profile, the async-generator layers per chunk were ~5% of the CPU)."""
+
     def __init__(self, resp: Any, call: UpstreamCall) -> None:
         self._resp = resp
         self._call = call
         self.usage: Usage | None = None
-        self._ahead = Lookahead()
+        self._events = EventBuffer()
+        self._raw: AsyncIterator[bytes] = resp.aiter_raw()
+        self._done = False  # [DONE] seen
+        self._ended = False  # the body read to its end
 
     def ready(self) -> bool:
         """Whether the next chunk is already here (parsed from what was read, or read and not
         yet parsed): the relay then sends it in the same write as this one."""
-        if self._ahead.more:
+        if self._events.whole():
             return True
         buffered = getattr(self._resp, "buffered", None)
         return buffered is not None and buffered()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        done = False
+    def poll(self) -> dict[str, Any] | None:
+        """The next chunk if it is already read, else None (no waiting)."""
+        events = self._events
+        while (data := events.next()) is not None:
+            # After [DONE], read on to the body's end (it follows at once): a response
+            # closed before its end takes its connection down instead of back to the pool.
+            if self._done:
+                continue
+            if data == b"[DONE]":
+                self._done = True
+                continue
+            return self._chunk(data)
+        return None
+
+    def __aiter__(self) -> OpenAIStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while (chunk := self.poll()) is None:
+            if self._ended:
+                if self._done:
+                    raise StopAsyncIteration
+                raise UpstreamError(  # the body ended without [DONE]: the stream was cut
+                    self._call.deployment.provider,
+                    self._call.deployment.id,
+                    "stream_cut",
+                    f"{self._call.deployment.id} ended the stream early",
+                    model=self._call.model.id,
+                )
+            try:
+                raw = await anext(self._raw, None)
+            except httpx.HTTPError as exc:
+                await self.aclose()
+                raise transport_error(exc, self._call) from None
+            if raw is not None:
+                self._events.feed(raw)
+                continue
+            self._ended = True
+            await self.aclose()
+            data = self._events.tail()  # a last event without its blank line
+            if data is None or self._done:
+                continue
+            if data == b"[DONE]":
+                self._done = True
+                continue
+            return self._chunk(data)
+        return chunk
+
+    def _chunk(self, data: bytes) -> dict[str, Any]:
         try:
-            async for data in iter_data(self._resp.aiter_raw(), self._ahead):
-                # After [DONE], read on to the body's end (it follows at once): a response
-                # closed before its end takes its connection down instead of back to the pool.
-                if done:
-                    continue
-                if data == b"[DONE]":
-                    done = True
-                    continue
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise bad_response(self._call, "a stream event that is not JSON") from None
-                if not isinstance(chunk, dict):
-                    raise bad_response(self._call, "a stream event that is not an object")
-                if "error" in chunk:
-                    err = chunk["error"]
-                    detail = err.get("message", "") if isinstance(err, dict) else str(err)
-                    dep = self._call.deployment
-                    raise UpstreamError(
-                        dep.provider,
-                        dep.id,
-                        "server_error",
-                        f"{dep.id} failed mid-stream: {safe_detail(str(detail), self._call.api_key)}",
-                        model=self._call.model.id,
-                    )
-                if chunk.get("usage"):
-                    self.usage = Usage.from_openai(chunk["usage"])
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._call) from None
-        finally:
-            await self._resp.aclose()
-        if done:
-            return
-        raise UpstreamError(  # the body ended without [DONE]: the stream was cut
-            self._call.deployment.provider,
-            self._call.deployment.id,
-            "stream_cut",
-            f"{self._call.deployment.id} ended the stream early",
-            model=self._call.model.id,
-        )
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise bad_response(self._call, "a stream event that is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise bad_response(self._call, "a stream event that is not an object")
+        if "error" in chunk:
+            err = chunk["error"]
+            detail = err.get("message", "") if isinstance(err, dict) else str(err)
+            dep = self._call.deployment
+            raise UpstreamError(
+                dep.provider,
+                dep.id,
+                "server_error",
+                f"{dep.id} failed mid-stream: {safe_detail(str(detail), self._call.api_key)}",
+                model=self._call.model.id,
+            )
+        if chunk.get("usage"):
+            self.usage = Usage.from_openai(chunk["usage"])
+        return chunk
 
     async def aclose(self) -> None:
         await self._resp.aclose()

@@ -14,39 +14,52 @@ def encode(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-class Lookahead:
-    """Set by `iter_data` at each event: whether another whole event is already buffered (the
-    next one comes without waiting on the network)."""
+class EventBuffer:
+    """The bytes read so far -> the `data:` payload of each whole event, one at a time (synchronous:
+    what is already read is parsed without waiting, so a stream can hand its reader every buffered
+    event without an await per event; proxy/providers/openai.py)."""
 
-    __slots__ = ("more",)
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self.more = False
+        self._buf = b""
 
+    def feed(self, chunk: bytes) -> None:
+        buf = self._buf + chunk if self._buf else chunk
+        self._buf = buf.replace(b"\r\n", b"\n") if b"\r" in buf else buf
 
-async def iter_data(chunks: AsyncIterator[bytes], ahead: Lookahead | None = None) -> AsyncIterator[bytes]:
-    """Yield the `data:` payload of each event (multi-line data joined by newlines)."""
-    buffer = b""
-    async for chunk in chunks:
-        buffer += chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        while True:
-            end = buffer.find(b"\n\n")
-            if end < 0:
-                break
-            event, buffer = buffer[:end], buffer[end + 2 :]
+    def whole(self) -> bool:
+        """Whether a whole event is buffered (the next `next()` may still find it holds no data)."""
+        return b"\n\n" in self._buf
+
+    def next(self) -> bytes | None:
+        """The data of the next whole event that has any (events without data are skipped), None when none is buffered."""
+        buf = self._buf
+        while (end := buf.find(b"\n\n")) >= 0:
+            event, buf = buf[:end], buf[end + 2 :]
             data = _data_of(event)
             if data is not None:
-                if ahead is not None:
-                    ahead.more = b"\n\n" in buffer
-                yield data
-    if ahead is not None:
-        ahead.more = False
-    if buffer.strip():
-        data = _data_of(buffer)
-        if data is not None:
+                self._buf = buf
+                return data
+        self._buf = buf
+        return None
+
+    def tail(self) -> bytes | None:
+        """At the body's end: the data of a last event without its blank line, if any."""
+        buf, self._buf = self._buf, b""
+        return _data_of(buf) if buf.strip() else None
+
+
+async def iter_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield the `data:` payload of each event (multi-line data joined by newlines)."""
+    events = EventBuffer()
+    async for chunk in chunks:
+        events.feed(chunk)
+        while (data := events.next()) is not None:
             yield data
+    data = events.tail()
+    if data is not None:
+        yield data
 
 
 def _data_of(event: bytes) -> bytes | None:

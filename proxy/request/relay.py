@@ -10,7 +10,7 @@ request accounted exactly once, shielded from cancellation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -54,9 +54,12 @@ async def stream_events(
                     ex.ttft_s = ex.total_seconds
                 last = chunk
                 out.append(sse.encode(chunk) if renderer is None else renderer.chunk(chunk))
-            if out and not opened.ready():  # the next chunk is not here yet: send what is
-                yield _joined(out)
-            chunk = await tracked.next(opened.rest)
+            # the next chunk, if it is already read, without an await (a cut is seen by tracked.next)
+            chunk = None if tracked.cut else opened.poll()
+            if chunk is None:
+                if out and not opened.ready():  # the next chunk is not here yet: send what is
+                    yield _joined(out)
+                chunk = await tracked.next(opened.rest)
         accounting.settle_usage(ex, opened.stream.usage, text_chars)
         ex.signals = watch.signals()
         if renderer is not None:
@@ -134,13 +137,16 @@ class RelayResponse(StreamingResponse):
     anyio's task machinery was ~12% of the CPU."""
 
     def __init__(self, events: AsyncGenerator[bytes, None], first: bytes, **kwargs: Any) -> None:
-        super().__init__(_prepend(first, events), **kwargs)
+        super().__init__(events, **kwargs)
+        self._first = first
         self._events = events
 
     async def stream_response(self, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        ended = False
-        async for part in self.body_iterator:
+        first = self._first
+        ended = type(first) is Last
+        await send({"type": "http.response.body", "body": first, "more_body": not ended})
+        async for part in self._events:  # to its end, after a Last too: the relay finishes its accounting
             ended = type(part) is Last
             await send({"type": "http.response.body", "body": part, "more_body": not ended})
         if not ended:  # another stream (the tool loop's): an empty end
@@ -154,9 +160,3 @@ class RelayResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._events.aclose()
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for item in rest:
-        yield item
