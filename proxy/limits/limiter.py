@@ -63,8 +63,8 @@ Guarantee ("holds exactly"), per key and per deployment, while the store is reac
 from __future__ import annotations
 
 import functools
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -169,7 +169,7 @@ class Limiter:
         tracked_task = task_id is not None and (task_cost is not None or task_tokens is not None)
         task_ttl = max(self.policy.task.ttl_s, self.policy.reservation_ttl_s + 60)
         res = Reservation(
-            rid=uuid.uuid4().hex[:16],
+            rid=os.urandom(8).hex(),  # 16 hex digits, as uuid4().hex[:16] gave, without the UUID object
             key_id=key.id,
             model=model,
             deployment_id=deployment.id if deployment else None,

@@ -15,8 +15,8 @@ answer, and `FINISH` litellm's mapping (tests/test_providers_plain.py).
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 from proxy.providers.base import Usage
@@ -30,6 +30,11 @@ _ANTHROPIC_ZERO_USAGE = ("cache_creation_input_tokens", "cache_read_input_tokens
 # Provider finish reason -> OpenAI's, as litellm's map_finish_reason has them. Gemini's flagged
 # reasons (SAFETY, RECITATION, ...) are not here: litellm answers them as content-policy refusals.
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def _completion_id() -> str:
+    """A fresh completion id (as the tool loop makes them; a uuid4 string costs ~6x more)."""
+    return f"chatcmpl-{os.urandom(12).hex()}"
 
 
 def _completion(rid: str, model: str, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def gemini_plain(data: Any, model: str) -> dict[str, Any] | None:
     prompt, completion = meta.get("promptTokenCount", 0), meta.get("candidatesTokenCount", 0)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    rid = data.get("responseId") or f"chatcmpl-{uuid.uuid4()}"
+    rid = data.get("responseId") or _completion_id()
     return _completion(rid, model, choices, Usage(prompt, completion))
 
 
@@ -106,5 +111,5 @@ def anthropic_plain(data: Any, model: str) -> dict[str, Any] | None:
         return None
     # litellm answers with an id of its own, not the message's: so do we
     return _completion(
-        f"chatcmpl-{uuid.uuid4()}", model, [_choice(0, "".join(texts), FINISH[reason] if reason else "stop")], Usage(prompt, completion)
+        _completion_id(), model, [_choice(0, "".join(texts), FINISH[reason] if reason else "stop")], Usage(prompt, completion)
     )

@@ -24,6 +24,7 @@ providers in the bundled registry, that both paths give the same body, parameter
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -94,6 +95,7 @@ def _common(params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
     return cap, out
 
 
+@lru_cache(maxsize=256)  # a handful of deployed model ids, each resolved on every request
 def anthropic_family(model: str) -> str:
     return _DATED.sub("", model)
 

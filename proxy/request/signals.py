@@ -15,6 +15,8 @@ import orjson
 
 from proxy.vocab import ImplicitSignal
 
+_MAPS = (dict, Mapping)  # dict first: an exact type check, before the ABC's (a Python call) for other mappings
+
 
 def _parses(arguments: Any) -> bool:
     if not isinstance(arguments, str):
@@ -61,22 +63,22 @@ class StreamSignals:
         read in the same pass."""
         chars = 0
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, Mapping):
+            if not isinstance(choice, _MAPS):
                 continue
             if choice.get("finish_reason") == "length":
                 self.truncated = True
             delta = choice.get("delta")
-            if not isinstance(delta, Mapping):
+            if not isinstance(delta, _MAPS):
                 continue
             content = delta.get("content")
             if isinstance(content, str):
                 chars += len(content)
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
-                if not isinstance(call, Mapping):
+                if not isinstance(call, _MAPS):
                     continue
                 fn = call.get("function")
-                piece = fn.get("arguments") if isinstance(fn, Mapping) else None
+                piece = fn.get("arguments") if isinstance(fn, _MAPS) else None
                 key = (int(choice.get("index") or 0), int(call.get("index") or 0))
                 parts = self._arguments.setdefault(key, [])
                 if isinstance(piece, str):

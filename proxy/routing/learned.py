@@ -134,18 +134,23 @@ class Router:
         for i in excluded:  # ruled out: out of the argmax and the softmax (exp(-inf) = 0)
             cat[i] = -math.inf
         top = max(cat)
-        exps = [math.exp(v - top) for v in cat]
-        total = sum(exps)
-        order = sorted(range(n), key=cat.__getitem__, reverse=True)  # stable: ties keep the category order
+        best = cat.index(top)  # the first of equals: ties keep the category order
+        second, low = -1, -math.inf
+        for i, v in enumerate(cat):  # the runner-up: the first of the best others
+            if i != best and (second < 0 or v > low):
+                second, low = i, v
+        exp = math.exp
+        total = sum([exp(v - top) for v in cat])  # the best one's term is exp(0) = 1
+        category = self.categories[best]
+        calibrators = self.calibrators
+        own = self.by_category if self.blend else None
         p = 1.0
         adequacy = [1.0]
-        category = self.categories[order[0]]
         for i, tier in enumerate(self.tiers):
             x = logits[n + i]
-            q = self.calibrators[tier](x)
-            own = self.by_category.get((category, tier)) if self.blend else None
-            if own is not None:
-                q = (1.0 - self.blend) * q + self.blend * own(x)
+            q = calibrators[tier](x)
+            if own is not None and (mine := own.get((category, tier))) is not None:
+                q = (1.0 - self.blend) * q + self.blend * mine(x)
             p = min(p, q)
             adequacy.append(p)
         off = self.offsets.get(category)
@@ -153,9 +158,9 @@ class Router:
             adequacy = [1.0] + [min(1.0, max(0.0, a - off)) for a in adequacy[1:]]
         return Prediction(
             category=category,
-            confidence=exps[order[0]] / total,
+            confidence=1.0 / total,
             adequacy=(adequacy[0], adequacy[1], adequacy[2], adequacy[3]),
-            runner_up=self.categories[order[1]],
+            runner_up=self.categories[second],
         )
 
     def predict_features(self, text: set[str] | list[str], structure: list[str]) -> Prediction:
