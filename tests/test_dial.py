@@ -134,3 +134,30 @@ def test_the_artifact_is_part_of_the_policy_hash(policy: Policy, tmp_path) -> No
     first, second = load_policy(plain, {}), load_policy(without, {})
     assert first.router_artifact is not None and second.router_artifact is None
     assert first.hash != second.hash
+
+
+def test_pick_is_the_cheapest_meeting_candidate_reasoning_output_and_rank_included(policy: Policy) -> None:
+    import random
+
+    rng = random.Random(7)
+    index_rank = {m: i for i, m in enumerate(sorted(policy.models))}
+    specs = list(policy.models.values())
+    for _ in range(300):
+        probs = tuple(sorted((round(rng.random(), 2) for _ in range(3)), reverse=True))
+        p = (1.0, *probs)
+        target = rng.choice([0.5, 0.8, 0.84, 0.9, 0.99])
+        tokens_in, tokens_out = rng.randint(10, 50_000), rng.randint(1, 4000)
+        pool = rng.sample(specs, rng.randint(1, len(specs)))
+        chosen, rule = dial.pick(pool, p, target, tokens_in, tokens_out, 3.0, index_rank)
+        meeting = [m for m in pool if p[m.tier - 1] >= target]
+        if meeting:  # the reference: cost with reasoning models' output tripled, then rank, first of equals
+            ref = min(meeting, key=lambda m: (dial.dial_cost(m, tokens_in, tokens_out, 3.0), index_rank[m.id]))
+            assert chosen is ref and rule.startswith("cheapest model"), (chosen.id, ref.id)
+        else:
+            assert rule.startswith("no capable model reaches")
+
+
+def test_adequacy_without_feedback_is_the_routers_own_when_ordered() -> None:
+    assert dial.adequacy("qa_retrieval", (1.0, 0.9, 0.9, 0.2), {}) == (1.0, 0.9, 0.9, 0.2)
+    assert dial.adequacy("qa_retrieval", (1.0, 0.5, 0.7, 1.2), {}) == (1.0, 0.5, 0.5, 0.5)  # not ordered: made so
+    assert dial.describe((1.0, 0.934, 0.5, 0.0049)) == "P(adequate) t1=1.00 t2=0.93 t3=0.50 t4=0.00"

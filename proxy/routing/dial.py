@@ -37,7 +37,10 @@ def target_for(policy: Policy, preference: str, explicit: float | None) -> float
 
 def adequacy(category: str, raw: tuple[float, ...], calibration: Mapping[str, Mapping[int, float]]) -> tuple[float, ...]:
     """The router's per-tier probabilities after the feedback factors, still non-increasing in tier."""
-    factors = calibration.get(category, {})
+    factors = calibration.get(category)
+    if not factors and len(raw) == 4 and 1.0 >= raw[0] >= raw[1] >= raw[2] >= raw[3] >= 0.0:
+        return tuple(raw)  # the trained router's probabilities as they come: already what the loop below would make
+    factors = factors or {}
     out: list[float] = []
     prev = 1.0
     for tier, p in enumerate(raw, start=1):
@@ -63,13 +66,16 @@ def pick(
 ) -> tuple[ModelSpec, str]:
     """(model, rule) — the cheapest candidate whose tier meets `target`, else the most adequate."""
     models = list(candidates)
-    meets = [m for m in models if probs[m.tier - 1] >= target]
     reasoning_output = int(output_tokens * reasoning_factor)  # dial_cost's, computed once
-    if meets:  # each candidate's cost is computed once, by the key (min calls it once per item)
-        best = min(
-            meets,
-            key=lambda m: (m.cost_usd(input_tokens, reasoning_output if m.reasoning_model else output_tokens), rank.get(m.id, 1 << 30)),
-        )
+    best: ModelSpec | None = None
+    best_key = (0.0, 0)
+    for m in models:  # one pass: each meeting candidate's cost once (as dial_cost and cost_usd compute it); ties keep the first
+        if probs[m.tier - 1] >= target:
+            out = reasoning_output if m.reasoning_model else output_tokens
+            key = ((input_tokens * m.input_usd_per_mtok + out * m.output_usd_per_mtok) / 1_000_000, rank.get(m.id, 1 << 30))
+            if best is None or key < best_key:
+                best, best_key = m, key
+    if best is not None:
         return best, f"cheapest model with P(adequate) >= {target:.2f}: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
     best = min(
         models, key=lambda m: (-probs[m.tier - 1], dial_cost(m, input_tokens, output_tokens, reasoning_factor), rank.get(m.id, 1 << 30))
@@ -78,4 +84,7 @@ def pick(
 
 
 def describe(probs: tuple[float, ...]) -> str:
+    if len(probs) == 4:  # the router's four tiers: one format
+        t1, t2, t3, t4 = probs
+        return f"P(adequate) t1={t1:.2f} t2={t2:.2f} t3={t3:.2f} t4={t4:.2f}"
     return "P(adequate) " + " ".join(f"t{t}={p:.2f}" for t, p in enumerate(probs, start=1))

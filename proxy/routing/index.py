@@ -37,6 +37,7 @@ class PolicyIndex(NamedTuple):
     rank: dict[str, int]  # model id -> capability rank (read-only)
     specs: tuple[ModelSpec, ...]  # policy.models.values(), in order
     rows: tuple[ModelRow, ...]  # the same models, as ModelRows
+    cloud: tuple[ModelSpec, ...]  # the models that are not local, in order (the dial's pool when every model is capable)
     substitutes: dict[str, tuple[ModelSpec, ...]]  # model id -> its substitution order (filled on demand)
     # selection's fallbacks by (primary, cloud fallback, matrix fallback, local only, capable set); bounded
     fallbacks: dict[tuple[object, ...], tuple[str, ...]]
@@ -65,7 +66,7 @@ def index_of(policy: Policy) -> PolicyIndex:
         return hit[1]
     specs = tuple(policy.models.values())
     rows = tuple(ModelRow(m, m.id, m.context_window, m.max_output_tokens, m.supports_tools, m.supports_vision, m.local) for m in specs)
-    index = PolicyIndex(ranked(policy), specs, rows, {}, {})
+    index = PolicyIndex(ranked(policy), specs, rows, tuple(m for m in specs if not m.local), {}, {})
     key = id(policy)
     _INDEXES[key] = (weakref.ref(policy, lambda _: _INDEXES.pop(key, None)), index)
     return index

@@ -220,7 +220,10 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
         probs = dial.adequacy(c.category, c.adequacy, policy.calibration)
         # the dial chooses among models that fit everything but the money; a budget or cost cap then
         # downgrades the choice below, with the reason and the override saying so
-        pool = [r.spec for r in index.rows if not r.local and _MONEY.issuperset(failures[r.id])] or [models[m] for m in capable]
+        if len(capable) == len(failures):  # every model is capable: the cloud ones, as the line below would find them
+            pool = list(index.cloud) or [models[m] for m in capable]
+        else:
+            pool = [r.spec for r in index.rows if not r.local and _MONEY.issuperset(failures[r.id])] or [models[m] for m in capable]
         chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
         pick = chosen.id
         notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
