@@ -51,3 +51,22 @@ def test_training_is_seeded_and_the_artifact_predicts_like_sklearn(tmp_path) -> 
             for k, w in enumerate(router.weights.get(names[j], (0.0,) * len(expected))):
                 expected[k] += v * w
         assert logits == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_artifact_lists_the_most_frequent_features_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from proxy.training import fit
+
+    rows = split_module(CORPUS).corpus_rows("train", CORPUS)[::16]
+    ex = examples(rows)
+    raw, _ = fit.train(ex, CATEGORIES, seed=1)
+    text = gzip.decompress(raw)
+    data = json.loads(text)
+    df = fit.document_frequencies(ex)
+    order = [df[f] for f in data["weights"]]
+    assert order == sorted(order, reverse=True) and order[0] > order[-1]  # the file's (and the loader's) order
+    assert "bias" in list(data["weights"])[:3]  # every request has it
+    rest = {k: v for k, v in data.items() if k != "weights"}
+    assert text.startswith(json.dumps(rest, sort_keys=True, separators=(",", ":"))[:-1].encode())  # the rest: sorted keys
+    path = tmp_path / "r.json.gz"
+    path.write_bytes(raw)
+    assert list(load_router(path).weights) == list(data["weights"])  # the process holds the rows in that order

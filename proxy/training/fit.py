@@ -20,7 +20,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,12 +70,35 @@ def _sklearn() -> Any:
     return np, sparse, IsotonicRegression, LogisticRegression, StratifiedKFold
 
 
-def vocabulary(examples: Sequence[Example], min_df: int = MIN_DF) -> dict[str, int]:
+def document_frequencies(examples: Sequence[Example]) -> Counter[str]:
+    """Feature -> the number of examples that have it."""
     df: Counter[str] = Counter()
     for ex in examples:
         df.update(ex.text)
         df.update(set(ex.structure))
+    return df
+
+
+def vocabulary(examples: Sequence[Example], min_df: int = MIN_DF) -> dict[str, int]:
+    df = document_frequencies(examples)
     return {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= min_df))}
+
+
+def by_frequency(features: Iterable[str], df: Mapping[str, int]) -> list[str]:
+    """The features, most frequent first (ties alphabetically): the artifact's weight order. The
+    loader allocates the rows in file order, so the rows most requests look up share cache lines
+    and pages instead of being spread over the whole table (classify + select ~5% faster
+    interleaved over the eval requests than in alphabetical order)."""
+    return sorted(features, key=lambda f: (-df.get(f, 0), f))
+
+
+def dumps(data: Mapping[str, Any]) -> bytes:
+    """The artifact's JSON: keys sorted (reproducible bytes), except the weights' own order
+    (`by_frequency`), which is kept. ASCII (\\u escapes, json's default): the loader's text then
+    takes 1 byte a character, not 2."""
+    rest = json.dumps({k: v for k, v in data.items() if k != "weights"}, sort_keys=True, separators=(",", ":"))
+    weights = json.dumps(data["weights"], separators=(",", ":"))
+    return (rest[:-1] + ',"weights":' + weights + "}").encode()
 
 
 def matrix(examples: Sequence[Example], vocab: dict[str, int], structure_value: float = STRUCTURE_VALUE) -> Any:
@@ -201,12 +224,13 @@ def fit_data(
         predicted = [categories[j] for j in oof_cat.argmax(axis=1)]
         offsets = choose_offsets(oof_probs, predicted, tiers, costs[0], costs[1], target)
 
+    df = document_frequencies(examples)
     vocab = vocabulary(examples, cfg.min_df)
     X = matrix(examples, vocab, cfg.structure_value)
     W, b = _models(X, np.array([ex.category for ex in examples]), tiers, seed, categories, cfg)  # outputs x features
     weights = {}
-    for f, j in vocab.items():
-        col = W[:, j]
+    for f in by_frequency(vocab, df):
+        col = W[:, vocab[f]]
         if float(np.abs(col).max()) >= 1e-3:
             weights[f] = [round(float(v), 4) for v in col]
     data = {
@@ -247,6 +271,5 @@ def train(
         "folds": FOLDS,
         "sklearn": sklearn.__version__,
     }
-    # ASCII (\u escapes, json's default): the loader's text then takes 1 byte a character, not 2
-    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    raw = dumps(data)
     return gzip.compress(raw, compresslevel=9, mtime=0), oof_probs
