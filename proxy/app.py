@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     settings = settings or Settings()
     environ = environ if environ is not None else load_environ(settings.env_file)
     state = build_state(settings, environ, policy)
-    gateway = mcp_api.build_gateway(state) if state.policy.mcp.gateway.enabled else None
+    gateway = mcp_api.LazyGateway(state) if state.policy.mcp.gateway.enabled else None  # the SDK loads on the first /mcp call
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -52,8 +52,11 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
         if settings.metrics_port and not multiprocess_dir():  # several workers: cli.py serves it
             metrics_server, _ = start_metrics_server(settings.metrics_port, settings.host, state.metrics.registry)
         try:
-            async with gateway.manager.run() if gateway is not None else contextlib.nullcontext():
+            try:
                 yield
+            finally:
+                if gateway is not None:
+                    await gateway.close()
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()

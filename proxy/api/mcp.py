@@ -5,6 +5,7 @@ and a metric, and the proxy's own tools `route` (the `/v1/route` dry run) and `l
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,6 @@ import orjson
 from proxy.api.chat import parse_chat_request, to_canonical
 from proxy.keys import access
 from proxy.keys.store import KeyRecord, bearer_token
-from proxy.mcp.gateway import Gateway, GatewayCall, OwnToolSpec
 from proxy.observe.decisions import DecisionRecord
 from proxy.request.exchange import new_decision_id
 from proxy.routing.planning import plan_request
@@ -22,6 +22,7 @@ from proxy.store import is_store_failure
 from proxy.vocab import Endpoint
 
 if TYPE_CHECKING:
+    from proxy.mcp.gateway import Gateway, GatewayCall
     from proxy.request.appstate import AppState
 
 _OUTCOME_STATUS = {"ok": 200, "tool_error": 200, "not_found": 404, "rate_limited": 429, "timeout": 504, "server_down": 502}
@@ -43,6 +44,8 @@ ROUTE_SCHEMA = {
 
 
 def build_gateway(state: AppState) -> Gateway:
+    from proxy.mcp.gateway import Gateway, OwnToolSpec  # the SDK's server side: loaded only when the gateway is on
+
     async def authenticate(headers: Mapping[str, str]) -> KeyRecord:
         return await state.keys.authenticate(bearer_token(headers))
 
@@ -121,3 +124,48 @@ def build_gateway(state: AppState) -> Gateway:
         on_call=on_call,
         max_result_chars=state.policy.mcp.loop.max_result_chars,
     )
+
+
+class LazyGateway:
+    """`/mcp`, built on its first request: the SDK's server side (~25 MB of resident memory,
+    ~200 modules) is loaded only by a proxy that is asked for it (that first request waits for
+    the import, a few hundred ms, once). From then the session manager's `run()` lives in a task
+    of its own until `close()` (the app's lifespan, before the state shuts down)."""
+
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+        self._gateway: Gateway | None = None
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _built(self) -> Gateway:
+        async with self._lock:
+            if self._gateway is None:
+                gateway = build_gateway(self._state)
+                running = asyncio.Event()
+
+                async def run() -> None:
+                    async with gateway.manager.run():
+                        running.set()
+                        await self._stop.wait()
+
+                task = self._task = asyncio.get_running_loop().create_task(run(), name="mcp-gateway")
+                started = asyncio.ensure_future(running.wait())
+                await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
+                if not running.is_set():  # run() ended at once: its error is this request's (a 500) and the next one tries again
+                    started.cancel()
+                    self._task = None
+                    task.result()
+                    raise RuntimeError("the MCP session manager stopped as it started")
+                self._gateway = gateway
+            return self._gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        gateway = self._gateway or await self._built()
+        await gateway(scope, receive, send)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
