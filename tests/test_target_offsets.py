@@ -20,15 +20,46 @@ def _data(offsets: dict[str, object]) -> dict:
     return {"categories": list(CATEGORIES), "tiers": [2, 3, 4], "bias": bias, "weights": {}, "calibration": cal, "target_offsets": offsets}
 
 
-def test_the_router_reports_adequacy_minus_the_predicted_categorys_offset() -> None:
+def test_offsets_are_slack_that_shrinks_as_the_target_nears_one() -> None:
+    from proxy.routing import dial
+
+    data = _data({"long_document": -0.08, "qa_retrieval": 0.04})
+    data["meta"] = {"offsets_at_target": 0.84}
     plain = Router(_data({}), "a").probabilities(Router(_data({}), "a").logits(set(), []))
-    shifted_router = Router(_data({"long_document": -0.2, "qa_retrieval": 0.3}), "b")
-    shifted = shifted_router.probabilities(shifted_router.logits(set(), []))
+    router = Router(data, "b")
+    shifted = router.probabilities(router.logits(set(), []))
     assert plain.category == shifted.category == "long_document"
-    assert shifted.adequacy[0] == 1.0
-    for p, q in zip(plain.adequacy[1:], shifted.adequacy[1:], strict=True):
-        assert q == pytest.approx(min(1.0, p + 0.2))
-    assert list(shifted.adequacy) == sorted(shifted.adequacy, reverse=True)
+    assert shifted.adequacy == plain.adequacy  # the probabilities are reported as calibrated
+    assert shifted.slack == pytest.approx(1.5) and router.slack["qa_retrieval"] == pytest.approx(0.75)
+    # at the target the offsets were fitted at, the threshold is exactly target + offset
+    assert dial.threshold(0.84, shifted.slack) == pytest.approx(0.84 - 0.08)
+    assert dial.threshold(0.84, router.slack["qa_retrieval"]) == pytest.approx(0.84 + 0.04)
+    # towards 1 every category's threshold goes to 1 (an additive -0.08 would stop at 0.92)
+    assert dial.threshold(0.99, shifted.slack) == pytest.approx(0.985)
+    assert dial.threshold(1.0, shifted.slack) == 1.0
+    assert dial.threshold(0.99, router.slack["qa_retrieval"]) < 1.0  # +0.04 no longer rules out every cheaper tier
+    assert dial.threshold(0.9, 1.0) == 0.9  # no offset: the target itself, bit for bit
+    # an artifact without the target its offsets were fitted at keeps them out
+    assert Router(_data({"long_document": -0.08}), "c").slack == {}
+
+
+def test_a_category_with_slack_takes_a_cheaper_tier_at_the_fit_target_and_the_frontier_near_one(policy) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from proxy.routing.classify import classify
+    from proxy.routing.options import RouteOptions
+    from proxy.routing.selection import select
+
+    base = classify({"model": "auto", "messages": [{"role": "user", "content": "Summarise this report."}]})
+    c = replace(base, category="long_document", adequacy=(1.0, 0.95, 0.80, 0.40), slack=1.5)
+    everything = frozenset(policy.models)
+    at_fit = select(c, policy, RouteOptions(quality_target=0.84), everything)
+    near_one = select(c, policy, RouteOptions(quality_target=0.99), everything)
+    assert policy.models[at_fit.primary].tier == 3  # 0.80 >= 1 - 0.16 * 1.5 = 0.76
+    assert policy.models[near_one.primary].tier == 1  # 0.95 < 1 - 0.01 * 1.5 = 0.985
+    assert "category slack 1.50" in at_fit.reason
+    plain = select(replace(c, slack=1.0), policy, RouteOptions(quality_target=0.84), everything)
+    assert policy.models[plain.primary].tier == 2  # without the slack 0.80 < 0.84
 
 
 def test_offsets_keep_the_adequacy_of_the_global_target_for_less_cost() -> None:

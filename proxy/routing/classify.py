@@ -79,6 +79,9 @@ class Classification:
     output_from_max_tokens: bool = False
     # P(a model of tier t is adequate) for t = 1..4 (the trained router's; None for the heuristic alone)
     adequacy: tuple[float, float, float, float] | None = None
+    # the category's share of the dial's allowed inadequacy (1 - quality_target): a tier meets the
+    # target when P >= 1 - (1 - target) * slack (the trained router's per-category offsets; 1.0: none)
+    slack: float = 1.0
 
 
 def level_for(complexity: int) -> str:
@@ -164,7 +167,7 @@ def classify(body: Mapping[str, Any], router: Refiner | None = None, input_token
     refined = router.refine(conv, tools, body, c)
     if refined.category != category and not from_max:
         output = max(output_tokens_for(refined.category, complexity)[0], f.asked_words)
-        refined = refined_as(refined, refined.category, refined.confidence, refined.signals, refined.adequacy, output)
+        refined = refined_as(refined, refined.category, refined.confidence, refined.signals, refined.adequacy, output, refined.slack)
     return refined
 
 
@@ -175,6 +178,7 @@ def refined_as(
     signals: Mapping[str, Any],
     adequacy: tuple[float, float, float, float] | None,
     output_tokens: int,
+    slack: float = 1.0,
 ) -> Classification:
     """`c` with a refiner's verdict: `dataclasses.replace` without its per-call field introspection (the hot path)."""
     return Classification(
@@ -190,6 +194,7 @@ def refined_as(
         signals,
         c.output_from_max_tokens,
         adequacy,
+        slack,
     )
 
 

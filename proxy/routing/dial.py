@@ -50,6 +50,11 @@ def adequacy(category: str, raw: tuple[float, ...], calibration: Mapping[str, Ma
     return tuple(out)
 
 
+def threshold(target: float, slack: float) -> float:
+    """The P(adequate) a tier needs at `target` in a category with `slack` (learned.py): 1 - (1 - target) * slack."""
+    return target if slack == 1.0 else min(1.0, 1.0 - (1.0 - target) * slack)
+
+
 def dial_cost(m: ModelSpec, input_tokens: int, output_tokens: int, reasoning_factor: float) -> float:
     out = output_tokens * reasoning_factor if m.reasoning_model else output_tokens
     return m.cost_usd(input_tokens, int(out))
@@ -63,24 +68,27 @@ def pick(
     output_tokens: int,
     reasoning_factor: float,
     rank: Mapping[str, int],
+    slack: float = 1.0,
 ) -> tuple[ModelSpec, str]:
-    """(model, rule) — the cheapest candidate whose tier meets `target`, else the most adequate."""
+    """(model, rule) — the cheapest candidate whose tier meets `target` (in a category with `slack`), else the most adequate."""
     models = list(candidates)
+    need = threshold(target, slack)
+    shown = f"{need:.2f}" if slack == 1.0 else f"{need:.3f} (target {target:.2f}, category slack {slack:.2f})"
     reasoning_output = int(output_tokens * reasoning_factor)  # dial_cost's, computed once
     best: ModelSpec | None = None
     best_key = (0.0, 0)
     for m in models:  # one pass: each meeting candidate's cost once (as dial_cost and cost_usd compute it); ties keep the first
-        if probs[m.tier - 1] >= target:
+        if probs[m.tier - 1] >= need:
             out = reasoning_output if m.reasoning_model else output_tokens
             key = ((input_tokens * m.input_usd_per_mtok + out * m.output_usd_per_mtok) / 1_000_000, rank.get(m.id, 1 << 30))
             if best is None or key < best_key:
                 best, best_key = m, key
     if best is not None:
-        return best, f"cheapest model with P(adequate) >= {target:.2f}: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
+        return best, f"cheapest model with P(adequate) >= {shown}: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
     best = min(
         models, key=lambda m: (-probs[m.tier - 1], dial_cost(m, input_tokens, output_tokens, reasoning_factor), rank.get(m.id, 1 << 30))
     )
-    return best, f"no capable model reaches {target:.2f}; the most likely adequate: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
+    return best, f"no capable model reaches {shown}; the most likely adequate: tier {best.tier} (p={probs[best.tier - 1]:.2f})"
 
 
 def describe(probs: tuple[float, ...]) -> str:

@@ -6,9 +6,13 @@ linear model over the features of `proxy/routing/features.py`: 8 category logits
 for tiers 2, 3 and 4, the logit of "a model of this tier is adequate" (ordinal: the least
 adequate tier is >= t), each mapped to a probability by an isotonic calibrator fitted on
 cross-validated predictions of the training split. Tier 1 is adequate by definition. The
-artifact's `target_offsets` (category -> offset, fitted by `proxy/training/targets.py`) shift the
-quality target per predicted category: the probabilities are reported minus the category's
-offset, so the dial's one `quality_target` still moves every category together. The artifact's
+artifact's `target_offsets` (category -> offset, fitted by `proxy/training/targets.py` at the
+quality target `meta.offsets_at_target`, t0) shift the quality target per predicted category. They
+are held as each category's slack, its share of the allowed inadequacy: (1 - t0 - offset) / (1 - t0).
+A tier meets a target t when P >= 1 - (1 - t) * slack (`dial.threshold`): exactly t0 + offset at t0,
+and the shift shrinks with the headroom as t nears 1 (an additive offset kept a category with a
+negative one off the frontier at any target, and one with a positive offset above 1 - offset off
+every cheaper tier). The probabilities themselves are reported as calibrated. The artifact's
 `exclusions` (structure feature -> categories) are hard rules: a request bearing such a feature
 is never put in those categories (they drop out of the argmax and the softmax, as a logit of
 -inf would), e.g. no long_document under 2,500 tokens (`proxy/training/fit.py`, EXCLUSIONS).
@@ -67,6 +71,7 @@ class Prediction:
     confidence: float  # softmax probability of the category
     adequacy: tuple[float, float, float, float]  # P(a tier-t model is adequate), t = 1..4, non-increasing
     runner_up: str
+    slack: float = 1.0  # the category's share of 1 - quality_target (its target offset; 1.0: none)
 
 
 class Router:
@@ -93,6 +98,7 @@ class Router:
         }
         self.offsets: dict[str, float] = {k: float(v) for k, v in data.get("target_offsets", {}).items()}
         self.meta: Mapping[str, Any] = data.get("meta", {})
+        self.slack = slack_of(self.offsets, self.meta.get("offsets_at_target"))
         self._zero = (0.0,) * len(self.bias)
         self.structure_value = float(data.get("structure_value", 1.0))  # a structure feature's value in the design matrix
 
@@ -153,14 +159,12 @@ class Router:
                 q = (1.0 - self.blend) * q + self.blend * mine(x)
             p = min(p, q)
             adequacy.append(p)
-        off = self.offsets.get(category)
-        if off:  # the category's target offset: P - off >= target  <=>  P >= target + off
-            adequacy = [1.0] + [min(1.0, max(0.0, a - off)) for a in adequacy[1:]]
         return Prediction(
             category=category,
             confidence=1.0 / total,
             adequacy=(adequacy[0], adequacy[1], adequacy[2], adequacy[3]),
             runner_up=self.categories[second],
+            slack=self.slack.get(category, 1.0),
         )
 
     def predict_features(self, text: set[str] | list[str], structure: list[str]) -> Prediction:
@@ -177,7 +181,18 @@ class Router:
         signals["heuristic"] = c.category
         signals["router"] = self.signal
         signals["adequacy"] = [round(x, 4) for x in p.adequacy]
-        return refined_as(c, p.category, round(p.confidence, 3), signals, p.adequacy, c.estimated_output_tokens)
+        if p.slack != 1.0:
+            signals["slack"] = round(p.slack, 4)
+        return refined_as(c, p.category, round(p.confidence, 3), signals, p.adequacy, c.estimated_output_tokens, p.slack)
+
+
+def slack_of(offsets: Mapping[str, float], fitted_at: Any) -> dict[str, float]:
+    """Category -> slack, (1 - t0 - offset) / (1 - t0), from offsets fitted at target t0 (never below 0).
+    Without t0 (an artifact from before it was recorded, or no offsets) there is nothing to scale: none."""
+    if not offsets or not isinstance(fitted_at, int | float) or isinstance(fitted_at, bool) or not 0.0 <= fitted_at < 1.0:
+        return {}
+    room = 1.0 - float(fitted_at)
+    return {c: max(0.0, (room - off) / room) for c, off in offsets.items() if off}
 
 
 _ROUTERS: dict[str, Router] = {}  # artifact digest -> model, built once per artifact

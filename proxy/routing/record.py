@@ -39,6 +39,7 @@ def replay_features(c: Classification, plan: RoutePlan) -> dict[str, Any]:
         "category": c.category,
         "complexity": c.complexity,
         "adequacy": list(c.adequacy) if c.adequacy is not None else None,
+        "slack": c.slack,
         "input_tokens": c.estimated_input_tokens,
         "output_tokens": plan.output_tokens,
         "tools": c.needs_tools,

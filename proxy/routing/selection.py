@@ -224,7 +224,7 @@ def select(c: Classification, policy: Policy, options: RouteOptions, available: 
             pool = list(index.cloud) or [models[m] for m in capable]
         else:
             pool = [r.spec for r in index.rows if not r.local and _MONEY.issuperset(failures[r.id])] or [models[m] for m in capable]
-        chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank)
+        chosen, rule = dial.pick(pool, probs, target, need.input_tokens, need.output_tokens, routing.reasoning_output_factor, rank, c.slack)
         pick = chosen.id
         notes = [f"{c.category}, {dial.describe(probs)}, quality target {target:.2f} ({source}): {rule} -> {pick}"]
     else:

@@ -100,7 +100,10 @@ def run(cfg: Config, which: str = "both", seed: int = 0, verbose: bool = False, 
         preds = predict_held(
             [ex[i] for i in fit_idx], [ex[i] for i in held_idx], CATEGORIES, cfg, seed, fit_costs, policy.routing.quality_target
         )
-        data = [(rows[i], replace(ex[i].heuristic, category=p.category, adequacy=p.adequacy)) for i, p in zip(held_idx, preds, strict=True)]
+        data = [
+            (rows[i], replace(ex[i].heuristic, category=p.category, adequacy=p.adequacy, slack=p.slack))
+            for i, p in zip(held_idx, preds, strict=True)
+        ]
         pooled[scheme] += data
         if scheme == "writer":
             p = score(policy, data, None)

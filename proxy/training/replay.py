@@ -43,6 +43,7 @@ def _classification(f: Mapping[str, Any]) -> Classification:
         needs_long_context=int(f["input_tokens"]) > 50_000,
         confidence=1.0,
         adequacy=tuple(float(x) for x in adequacy) if adequacy else None,  # type: ignore[arg-type]
+        slack=float(f["slack"]) if f.get("slack") is not None else 1.0,  # records from before slack: the offset was in adequacy
     )
 
 

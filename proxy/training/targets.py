@@ -9,9 +9,10 @@ least what the global target `target` gives, for the least cost (a Lagrangian sw
 category takes the threshold minimising cost - lambda * adequate rows, lambda the smallest that
 keeps the adequacy), and no category's adequate share drops below FLOOR (or its share at the
 global target when that is lower): moving money between categories must not leave one kind of
-request, long documents above all, often below the tier it needs. The artifact stores each threshold as an offset from `target`, and the
-router subtracts the request's offset from its adequacy probabilities, so the dial
-(`quality_target`) still moves every category together (`learned.Router.probabilities`).
+request, long documents above all, often below the tier it needs. The artifact stores each threshold as an offset from `target` (and `target`
+as `meta.offsets_at_target`); the router turns it into the category's slack, its share of the
+allowed inadequacy 1 - target, so the dial (`quality_target`) still moves every category together
+and every category's threshold reaches 1 as the target does (`learned.slack_of`, `dial.threshold`).
 
 Costs come from the real selection (`proxy.routing.selection.select`) on each row with only
 tiers 1..k adequate, k = 1..4, so the registry, the prices and every hard constraint count.
