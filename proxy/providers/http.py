@@ -20,6 +20,7 @@ from proxy.providers.httpx_pool import HttpxPool
 from proxy.providers.upstream_errors import (
     MAX_ERROR_CHARS,
     bad_response,
+    mid_stream_error,
     read_error,
     response_error,
     retry_after,
@@ -34,6 +35,7 @@ __all__ = [
     "Upstreams",
     "as_httpx",
     "bad_response",
+    "mid_stream_error",
     "read_error",
     "response_error",
     "retry_after",

@@ -10,7 +10,7 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import bad_response, read_error, safe_detail, transport_error
+from proxy.providers.http import bad_response, mid_stream_error, read_error, transport_error
 from proxy.providers.sse import EventBuffer
 
 
@@ -118,16 +118,7 @@ class OpenAIStream:
         if not isinstance(chunk, dict):
             raise bad_response(self._call, "a stream event that is not an object")
         if "error" in chunk:
-            err = chunk["error"]
-            detail = err.get("message", "") if isinstance(err, dict) else str(err)
-            dep = self._call.deployment
-            raise UpstreamError(
-                dep.provider,
-                dep.id,
-                "server_error",
-                f"{dep.id} failed mid-stream: {safe_detail(str(detail), self._call.api_key)}",
-                model=self._call.model.id,
-            )
+            raise mid_stream_error(self._call, chunk["error"])
         if chunk.get("usage"):
             self.usage = Usage.from_openai(chunk["usage"])
         return chunk

@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from proxy.providers.base import Completion, UpstreamCall, UpstreamError, Usage
-from proxy.providers.http import as_httpx, bad_response, read_error, safe_detail, transport_error
+from proxy.providers.http import as_httpx, bad_response, mid_stream_error, read_error, transport_error
 from proxy.providers.litellm_lib import LazyLitellm, Litellm, NullLogging
 from proxy.providers.plain import anthropic_plain, gemini_plain
 from proxy.providers.plain_request import anthropic_headers, anthropic_request, gemini_request
@@ -283,16 +283,7 @@ class TranslatedStream:
         await self._resp.aclose()
 
     def _stream_error(self, event: dict[str, Any]) -> UpstreamError:
-        err = event.get("error")
-        detail = err.get("message", "") if isinstance(err, dict) else str(err or "")
-        dep = self._call.deployment
-        return UpstreamError(
-            dep.provider,
-            dep.id,
-            "server_error",
-            f"{dep.id} failed mid-stream: {safe_detail(str(detail), self._call.api_key)}",
-            model=self._call.model.id,
-        )
+        return mid_stream_error(self._call, event.get("error"))
 
 
 def _gemini_finish(event: dict[str, Any]) -> bool:

@@ -66,6 +66,15 @@ def bad_response(call: UpstreamCall, what: str) -> UpstreamError:
     return UpstreamError(dep.provider, dep.id, "bad_response", f"{dep.id} sent {what}", status=200, model=call.model.id)
 
 
+def mid_stream_error(call: UpstreamCall, err: Any) -> UpstreamError:
+    """An error event inside a stream (`{"error": ...}`, any provider's): a server error, its message redacted."""
+    detail = err.get("message", "") if isinstance(err, dict) else str(err or "")
+    dep = call.deployment
+    return UpstreamError(
+        dep.provider, dep.id, "server_error", f"{dep.id} failed mid-stream: {safe_detail(str(detail), call.api_key)}", model=call.model.id
+    )
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds from `retry-after-ms` or `Retry-After` (delta-seconds or an HTTP date). A value
     that is neither (`1s`, `soon`, a broken date) counts as absent: the normal backoff applies."""
