@@ -135,31 +135,34 @@ class LazyGateway:
     def __init__(self, state: AppState) -> None:
         self._state = state
         self._gateway: Gateway | None = None
-        self._lock = asyncio.Lock()
+        self._building: asyncio.Future[Gateway] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def _built(self) -> Gateway:
-        async with self._lock:
-            if self._gateway is None:
-                gateway = build_gateway(self._state)
-                running = asyncio.Event()
+        if self._building is None:  # one build, however many requests wait for it; a request that leaves does not stop it
+            self._building = asyncio.ensure_future(self._build())
+        return await asyncio.shield(self._building)
 
-                async def run() -> None:
-                    async with gateway.manager.run():
-                        running.set()
-                        await self._stop.wait()
+    async def _build(self) -> Gateway:
+        gateway = build_gateway(self._state)
+        running = asyncio.Event()
 
-                task = self._task = asyncio.get_running_loop().create_task(run(), name="mcp-gateway")
-                started = asyncio.ensure_future(running.wait())
-                await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
-                if not running.is_set():  # run() ended at once: its error is this request's (a 500) and the next one tries again
-                    started.cancel()
-                    self._task = None
-                    task.result()
-                    raise RuntimeError("the MCP session manager stopped as it started")
-                self._gateway = gateway
-            return self._gateway
+        async def run() -> None:
+            async with gateway.manager.run():
+                running.set()
+                await self._stop.wait()
+
+        task = self._task = asyncio.get_running_loop().create_task(run(), name="mcp-gateway")
+        started = asyncio.ensure_future(running.wait())
+        await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
+        if not running.is_set():  # run() ended at once: its error is the waiting requests' (a 500); the next one tries again
+            started.cancel()
+            self._task = self._building = None
+            task.result()
+            raise RuntimeError("the MCP session manager stopped as it started")
+        self._gateway = gateway
+        return gateway
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         gateway = self._gateway or await self._built()
