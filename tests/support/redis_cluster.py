@@ -32,15 +32,19 @@ def _binary(name: str) -> str:
     return path
 
 
-def _wait_ping(port: int, timeout_s: float = 30.0) -> None:
+def _wait_ping(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """True once the server answers; False if `proc` exited first (its port, or its cluster bus
+    port +10000, was taken between free_port() and its bind)."""
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             if client.ping():
-                return
+                return True
         except redis.RedisError:
             pass
+        if proc is not None and proc.poll() is not None:
+            return False
         assert time.monotonic() < deadline, f"redis-server on :{port} did not start"
         time.sleep(0.05)
 
@@ -50,17 +54,25 @@ class RedisServer:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.cmd = [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                    "--dir", str(workdir), *extra]  # fmt: skip
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cmd(self) -> list[str]:
+        return [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir), *self.extra]  # fmt: skip
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_ping(self.port)
+        for _ in range(5):
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if _wait_ping(self.port, proc=self.proc):
+                return
+            self.port = free_port()  # someone took the port (or the bus port) first: another one
+        raise AssertionError("redis-server did not start on any of five free ports")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
