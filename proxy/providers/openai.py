@@ -96,18 +96,11 @@ class OpenAIStream:
             except httpx.HTTPError as exc:
                 await self.aclose()
                 raise transport_error(exc, self._call) from None
-            if raw is not None:
-                self._events.feed(raw)
-                continue
-            self._ended = True
-            await self.aclose()
-            data = self._events.tail()  # a last event without its blank line
-            if data is None or self._done:
-                continue
-            if data == b"[DONE]":
-                self._done = True
-                continue
-            return self._chunk(data)
+            if raw is None:  # the body's end: a last event without its blank line is still an event
+                self._ended = True
+                await self.aclose()
+                raw = b"\n\n"
+            self._events.feed(raw)
         return chunk
 
     def _chunk(self, data: bytes) -> dict[str, Any]:

@@ -45,9 +45,9 @@ class EventBuffer:
         return None
 
     def tail(self) -> bytes | None:
-        """At the body's end: the data of a last event without its blank line, if any."""
-        buf, self._buf = self._buf, b""
-        return _data_of(buf) if buf.strip() else None
+        """At the body's end: the data of a last event without its blank line, if any (the end closes it)."""
+        self.feed(b"\n\n")
+        return self.next()
 
 
 async def iter_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

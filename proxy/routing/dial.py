@@ -77,10 +77,9 @@ def pick(
     reasoning_output = int(output_tokens * reasoning_factor)  # dial_cost's, computed once
     best: ModelSpec | None = None
     best_key = (0.0, 0)
-    for m in models:  # one pass: each meeting candidate's cost once (as dial_cost and cost_usd compute it); ties keep the first
+    for m in models:  # one pass: each meeting candidate's cost once (dial_cost's, the factor applied once above); ties keep the first
         if probs[m.tier - 1] >= need:
-            out = reasoning_output if m.reasoning_model else output_tokens
-            key = ((input_tokens * m.input_usd_per_mtok + out * m.output_usd_per_mtok) / 1_000_000, rank.get(m.id, 1 << 30))
+            key = (m.cost_usd(input_tokens, reasoning_output if m.reasoning_model else output_tokens), rank.get(m.id, 1 << 30))
             if best is None or key < best_key:
                 best, best_key = m, key
     if best is not None:
